@@ -1,0 +1,131 @@
+"""The trash: nothing LoRA Studio removes is ever deleted.
+
+Every removal (a duplicate, a non-image file, an original replaced by a shrunk copy, the caption
+files a bulk tag edit rewrote) is one *batch* under `<project>/.trash/<batch-id>/`: the files keep
+their paths relative to the project folder, and `manifest.json` records where each came from and
+why. `restore(batch)` puts a batch back; a file that has since reappeared at the original place
+is itself moved to a new batch first, so even an undo loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .errors import StudioError
+from .fileio import write_text
+
+TRASH_DIR = ".trash"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TrashBatch:
+    batch_id: str  # folder name under .trash, sortable by time
+    reason: str  # shown to the user: "duplicates", "tag edit: merge", ...
+    created: float  # unix time
+    files: tuple[str, ...]  # paths relative to the project folder, as they were before removal
+    kept_original: bool  # True for copies (the originals stayed in place), False for moves
+
+
+def _new_batch_dir(project_dir: Path) -> Path:
+    base = project_dir / TRASH_DIR
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        d = base / f"{stamp}-{n:03d}"
+        try:
+            d.mkdir(parents=True)
+            return d
+        except FileExistsError:
+            continue
+    raise StudioError(f"Could not create a trash folder under {base}.", "Check that the folder is writable.")
+
+
+def _relative(project_dir: Path, path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    try:
+        return path.relative_to(os.path.abspath(project_dir))
+    except ValueError:
+        raise StudioError(
+            f"{path} is not inside the project folder {project_dir}.",
+            "Only files of the project can be moved to its trash.",
+        ) from None
+
+
+def _write_manifest(batch_dir: Path, batch: TrashBatch) -> None:
+    write_text(batch_dir / MANIFEST, json.dumps(asdict(batch), indent=1))
+
+
+def _stash(project_dir: Path, paths: Iterable[str | os.PathLike], reason: str, copy: bool) -> TrashBatch | None:
+    project_dir = Path(project_dir)
+    rels = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_absolute():
+            p = project_dir / p
+        if p.exists():
+            rels.append(_relative(project_dir, p))
+    if not rels:
+        return None
+    batch_dir = _new_batch_dir(project_dir)
+    for rel in rels:
+        dest = batch_dir / "files" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if copy:
+            shutil.copy2(project_dir / rel, dest)
+        else:
+            shutil.move(str(project_dir / rel), str(dest))
+    batch = TrashBatch(batch_dir.name, reason, time.time(), tuple(r.as_posix() for r in rels), copy)
+    _write_manifest(batch_dir, batch)
+    return batch
+
+
+def move_to_trash(project_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], reason: str) -> TrashBatch | None:
+    """Move files (absolute, or relative to the project) into one new trash batch; None if none existed."""
+    return _stash(Path(project_dir), paths, reason, copy=False)
+
+
+def keep_copies(project_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], reason: str) -> TrashBatch | None:
+    """Copy files into one new trash batch before they are rewritten in place (the undo of bulk edits)."""
+    return _stash(Path(project_dir), paths, reason, copy=True)
+
+
+def list_batches(project_dir: str | os.PathLike) -> list[TrashBatch]:
+    """All batches of a project, newest first. Batches with an unreadable manifest are skipped."""
+    base = Path(project_dir) / TRASH_DIR
+    batches = []
+    if base.is_dir():
+        for d in base.iterdir():
+            try:
+                data = json.loads((d / MANIFEST).read_text("utf-8"))
+                data["files"] = tuple(data["files"])
+                batches.append(TrashBatch(**data))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+    return sorted(batches, key=lambda b: b.batch_id, reverse=True)
+
+
+def restore(project_dir: str | os.PathLike, batch_id: str) -> TrashBatch | None:
+    """Put a batch's files back where they were.
+
+    Files now standing at those places are first moved to a new batch (returned), so a restore can
+    itself be undone. The restored batch folder is removed once it is empty.
+    """
+    project_dir = Path(project_dir)
+    batch_dir = project_dir / TRASH_DIR / batch_id
+    batch = next((b for b in list_batches(project_dir) if b.batch_id == batch_id), None)
+    if batch is None:
+        raise StudioError(f"There is no trash batch {batch_id!r} in {project_dir / TRASH_DIR}.")
+    displaced = move_to_trash(project_dir, [project_dir / f for f in batch.files], f"replaced by restoring {batch_id}")
+    for rel in batch.files:
+        src = batch_dir / "files" / rel
+        if src.exists():
+            (project_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(project_dir / rel))
+    shutil.rmtree(batch_dir)  # only the manifest and empty folders are left at this point
+    return displaced
