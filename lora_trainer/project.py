@@ -53,8 +53,9 @@ def suggest_name(name: str) -> str:
     for s in segments:
         s = "".join("_" if ch in _FORBIDDEN_CHARS else ch for ch in s).strip(" .")
         s = s.lstrip("._") or "lora"
-        if s.split(".")[0].upper() in _RESERVED:
-            s = s + "_"
+        stem, dot, rest = s.partition(".")
+        if stem.upper() in _RESERVED:
+            s = f"{stem}_{dot}{rest}"
         fixed.append(s[:MAX_SEGMENT_CHARS].rstrip(" ."))
     return "/".join(fixed)
 
@@ -70,11 +71,12 @@ def name_problem(name: str) -> str | None:
     if "\\" in name:
         return "The project name contains a backslash; use '/' only to separate a category from a name."
     segments = name.split("/")
-    if len(segments) > 2:
-        return "The project name has more than two parts; use 'name' or 'category/name'."
     for s in segments:
         if s in ("", ".", ".."):
             return f"The project name has an empty, '.' or '..' part ({s!r})."
+    if len(segments) > 2:
+        return "The project name has more than two parts; use 'name' or 'category/name'."
+    for s in segments:
         if bad := sorted({ch for ch in s if ch in _FORBIDDEN_CHARS}):
             return f"The project name contains {' '.join(bad)}, which Windows does not allow in file names."
         if s.split(".")[0].upper() in _RESERVED:
