@@ -1,0 +1,48 @@
+"""LoRA Studio inside AUTOMATIC1111 / Forge: registers the tab and the settings section, nothing more.
+
+Everything else lives in the `lora_trainer` package, imported inside the callbacks so that loading
+this file costs nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from modules import script_callbacks
+
+# The WebUI puts the extension folder on sys.path only while this file is imported (and restores
+# it after), but the callbacks import `lora_trainer` later, so the folder must stay on the path.
+EXTENSION_DIR = str(Path(__file__).resolve().parents[1])
+if EXTENSION_DIR not in sys.path:
+    sys.path.insert(0, EXTENSION_DIR)
+
+
+def _context():
+    from lora_trainer.host import webui_settings
+    from lora_trainer.ui.context import StudioContext
+
+    settings = webui_settings.read_settings()
+    # host=None until the WebUI host (host/webui.py) lands; the tab then lends the loaded model.
+    return StudioContext.for_root(
+        webui_settings.studio_root(settings),
+        mode="webui",
+        settings=settings,
+        remote=webui_settings.remote_restricted(),
+    )
+
+
+def on_ui_tabs():
+    from lora_trainer.ui.app import build_tab
+
+    return [(build_tab(_context()), "LoRA Studio", "lora_studio")]
+
+
+def on_ui_settings():
+    from lora_trainer.host.webui_settings import register_settings
+
+    register_settings()
+
+
+script_callbacks.on_ui_tabs(on_ui_tabs)
+script_callbacks.on_ui_settings(on_ui_settings)
