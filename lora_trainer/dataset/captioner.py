@@ -1,0 +1,321 @@
+"""Caption files, and captions for photos.
+
+Two halves:
+
+1. Writing caption files, shared by the tagger and the captioner: one `.txt` beside each image,
+   written in one of three modes (overwrite, append = merge without duplicates, skip images that
+   already have one). Every caption file about to change is first copied into one trash batch, so
+   a whole tagging or captioning run is undone by restoring that batch.
+2. Photo captions: any backend `caption_fn(images) -> list[str]`. CoCa through open_clip is ours;
+   the WebUI host can plug in its BLIP interrogator with the same signature.
+
+Nothing heavy is imported at module level: torch and open_clip load inside the functions that
+need them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Mapping, Sequence
+
+from ..errors import StudioError
+from ..fileio import write_text
+from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
+from ..trash import keep_copies
+
+CAPTION_EXT = ".txt"  # kohya's default caption extension, and what the Colab Dataset Maker writes
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what kohya's dataset loader reads
+CaptionMode = Literal["overwrite", "append", "skip"]
+CAPTION_MODES: tuple[str, ...] = ("overwrite", "append", "skip")
+
+# ----------------------------------------------------------------------------------------------
+# Caption files
+
+
+def check_mode(mode: str) -> str:
+    if mode not in CAPTION_MODES:
+        raise StudioError(f"Unknown caption mode {mode!r}.", f"Use one of: {', '.join(CAPTION_MODES)}.")
+    return mode
+
+
+def dataset_images(dataset_dir: str | os.PathLike) -> list[Path]:
+    """Every image under `dataset_dir` (sub-folders too, hidden folders skipped), sorted by path."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise StudioError(f"The dataset folder {dataset_dir} does not exist.", "Import some images first.")
+    found = []
+    for folder, dirs, files in os.walk(dataset_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(folder) / f for f in files if f.lower().endswith(IMAGE_EXTS) and not f.startswith("."))
+    return sorted(found)
+
+
+def caption_path(image: str | os.PathLike) -> Path:
+    """`dataset/a.png` -> `dataset/a.txt`."""
+    return Path(image).with_suffix(CAPTION_EXT)
+
+
+def read_caption(image: str | os.PathLike) -> str | None:
+    """The caption of an image, stripped; None when there is no caption file."""
+    try:
+        return caption_path(image).read_text("utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+
+
+def split_caption(text: str) -> list[str]:
+    """`"1girl, solo,, smile "` -> `["1girl", "solo", "smile"]`."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def merge_caption(old: str, new: str) -> str:
+    """Old parts first, then the new parts not already there (how kohya's --append_tags merges)."""
+    parts = split_caption(old)
+    seen = set(parts)
+    for part in split_caption(new):
+        if part not in seen:
+            parts.append(part)
+            seen.add(part)
+    return ", ".join(parts)
+
+
+def needs_caption(image: str | os.PathLike, mode: str) -> bool:
+    """False only in skip mode for an image that already has a non-empty caption."""
+    return check_mode(mode) != "skip" or not read_caption(image)
+
+
+@dataclass(frozen=True)
+class CaptionWriteResult:
+    written: int  # caption files created or changed
+    unchanged: int  # the new caption equalled the old one, so the file was left alone
+    skipped: int  # skip mode, the image already had a caption
+    trash_batch: str | None  # the batch holding the previous versions; restore it to undo
+
+
+def write_captions(
+    project_dir: str | os.PathLike,
+    captions: Mapping[Path, str],
+    mode: str,
+    reason: str,
+) -> CaptionWriteResult:
+    """Write `{image: caption}` beside each image in `mode`, keeping the previous files in the trash.
+
+    All files that will change are copied into ONE trash batch before the first write, so the run
+    is undone by restoring that batch. Each file is written atomically. Files whose text would not
+    change are not touched (and not trashed).
+    """
+    check_mode(mode)
+    planned: dict[Path, str] = {}
+    unchanged = skipped = 0
+    for image, text in captions.items():
+        old = read_caption(image)
+        if mode == "skip" and old:
+            skipped += 1
+            continue
+        new = merge_caption(old, text) if mode == "append" and old else text.strip()
+        if old is not None and old == new:
+            unchanged += 1
+            continue
+        planned[caption_path(image)] = new
+    batch = keep_copies(project_dir, [p for p in planned if p.exists()], reason)
+    for path, text in planned.items():
+        write_text(path, text)
+    return CaptionWriteResult(len(planned), unchanged, skipped, batch.batch_id if batch else None)
+
+
+def count_tags(dataset_dir: str | os.PathLike) -> Counter:
+    """How many images carry each comma-separated tag (the "top tags" shown after tagging)."""
+    counts: Counter = Counter()
+    for image in dataset_images(dataset_dir):
+        counts.update(set(split_caption(read_caption(image) or "")))
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Photo captions
+
+CaptionFn = Callable[[list], list]  # list[PIL.Image] -> list[str], one caption per image
+
+DEFAULT_COCA_MODEL = "coca_ViT-L-14"
+DEFAULT_COCA_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"  # the captioning fine-tune, not the alt-text one
+
+_SPECIAL_TOKENS = re.compile(r"<start_of_text>|<end_of_text>")
+
+
+def clean_caption(text: str) -> str:
+    """Strip CoCa's special tokens and trailing punctuation: `"<start_of_text>a dog . <end_of_text>"` -> `"a dog"`."""
+    text = text.split("<end_of_text>")[0]
+    text = _SPECIAL_TOKENS.sub("", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text.rstrip(" .,;:!?").strip()
+
+
+@dataclass(frozen=True)
+class CocaSettings:
+    min_len: int = 10  # the Dataset Maker's caption_min (tokens)
+    max_len: int = 75  # the Dataset Maker's caption_max; open_clip counts the start token in it too
+    num_beams: int = 6  # open_clip's generate() default
+    num_beam_groups: int = 3  # open_clip's default: diverse beam search, 2 beams per group
+    repetition_penalty: float = 1.0
+
+    def validate(self) -> None:
+        if not 1 <= self.min_len < self.max_len <= 76:
+            raise StudioError(
+                f"Caption lengths min {self.min_len} / max {self.max_len} are out of range.",
+                "Use 1 <= min < max <= 76 (CoCa's context is 76 tokens).",
+            )
+        if self.num_beams < 1 or self.num_beam_groups < 1 or self.num_beams % self.num_beam_groups:
+            raise StudioError(
+                f"num_beams {self.num_beams} is not a positive multiple of num_beam_groups {self.num_beam_groups}.",
+                "Use e.g. 6 beams in 3 groups, or 3 beams in 1 group.",
+            )
+
+
+class CocaCaptioner:
+    """A `caption_fn` over an open_clip CoCa model: preprocess, beam search, decode, clean."""
+
+    def __init__(self, model, preprocess, settings: CocaSettings = CocaSettings(), device: str = "cpu"):
+        settings.validate()
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.settings = settings
+        self.device = device
+
+    def __call__(self, images: list) -> list[str]:
+        import open_clip
+        import torch
+
+        s = self.settings
+        batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)  # (B, 3, H, W)
+        with torch.no_grad(), _autocast(self.device):
+            # seq_len counts the start token, hence +1 so max_len is the caption's own token budget
+            ids = self.model.generate(
+                batch,
+                generation_type="beam_search",
+                seq_len=s.max_len + 1,
+                min_seq_len=s.min_len,
+                num_beams=s.num_beams,
+                num_beam_groups=s.num_beam_groups,
+                repetition_penalty=s.repetition_penalty,
+            )
+        return [clean_caption(open_clip.decode(row)) for row in ids.cpu()]
+
+
+def _autocast(device: str):
+    import contextlib
+
+    import torch
+
+    # fp16 autocast on CUDA as open_clip's README does; full precision on CPU
+    return torch.autocast("cuda") if str(device).startswith("cuda") else contextlib.nullcontext()
+
+
+def load_coca_captioner(
+    model: str = DEFAULT_COCA_MODEL,
+    pretrained: str | None = DEFAULT_COCA_PRETRAINED,
+    settings: CocaSettings = CocaSettings(),
+    models_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    progress: ProgressFn = no_progress,
+) -> CocaCaptioner:
+    """Load a CoCa model (a built-in name with a pretrained tag or file, or a local open_clip folder)."""
+    from .dedupe import load_open_clip
+
+    loaded = load_open_clip(model, pretrained, models_dir=models_dir, device=device, progress=progress)
+    if not hasattr(loaded.model, "generate"):
+        raise StudioError(
+            f"The open_clip model {model!r} cannot write captions (it is not a CoCa model).",
+            f"Use {DEFAULT_COCA_MODEL} or coca_ViT-B-32 with a mscoco_finetuned_* tag.",
+        )
+    return CocaCaptioner(loaded.model, loaded.preprocess, settings, loaded.device)
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    captions: dict[str, str]  # image path relative to the dataset folder -> the caption written
+    write: CaptionWriteResult
+    failed: tuple[str, ...]  # images that could not be read
+
+
+def _open_rgb(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def iter_loaded(paths: Sequence[Path], batch_size: int, workers: int, load: Callable) -> Iterator[tuple[list[Path], list]]:
+    """Yield `(paths, loaded)` per batch; the next batch decodes in worker threads meanwhile.
+
+    `load(path)` returns the decoded item or raises OSError/ValueError (unreadable file); such
+    items come back as exceptions in `loaded` so the caller can log them and go on.
+    """
+    chunks = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+
+    def safe(path):
+        try:
+            return load(path)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for broken files
+            return e
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = [pool.map(safe, chunk) for chunk in chunks[:2]]  # the current and the next batch
+        for i, chunk in enumerate(chunks):
+            loaded = list(pending.pop(0))
+            if i + 2 < len(chunks):
+                pending.append(pool.map(safe, chunks[i + 2]))
+            yield chunk, loaded
+
+
+def caption_dataset(
+    dataset_dir: str | os.PathLike,
+    project_dir: str | os.PathLike,
+    caption_fn: CaptionFn,
+    mode: str = "overwrite",
+    batch_size: int = 8,
+    workers: int = 2,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+) -> CaptionResult:
+    """Caption every image of the dataset with `caption_fn` and write the captions in `mode`.
+
+    Captions are written once at the end (one trash batch, nothing half-done if cancelled).
+    """
+    check_mode(mode)
+    dataset_dir = Path(dataset_dir)
+    images = [p for p in dataset_images(dataset_dir) if needs_caption(p, mode)]
+    captions: dict[Path, str] = {}
+    failed: list[str] = []
+    start = time.monotonic()
+    progress(ProgressEvent(0.0, f"captioning {len(images)} images"))
+    for paths, loaded in iter_loaded(images, batch_size, workers, _open_rgb):
+        if cancel:
+            cancel.raise_if_cancelled()
+        good = [(p, im) for p, im in zip(paths, loaded) if not isinstance(im, Exception)]
+        for p, im in zip(paths, loaded):
+            if isinstance(im, Exception):
+                failed.append(p.relative_to(dataset_dir).as_posix())
+                progress(ProgressEvent(log=f"skipped {p.name}: it cannot be read as an image ({im})"))
+        if good:
+            texts = caption_fn([im for _, im in good])
+            if len(texts) != len(good):
+                raise RuntimeError(f"caption_fn returned {len(texts)} captions for {len(good)} images")
+            captions.update({p: t for (p, _), t in zip(good, texts)})
+        done = len(captions) + len(failed)
+        progress(ProgressEvent(done / max(1, len(images)), f"captioned {done}/{len(images)}", _eta(start, done, len(images))))
+    write = write_captions(project_dir, captions, mode, "caption: previous captions")
+    progress(ProgressEvent(1.0, f"wrote {write.written} captions"))
+    rel = {p.relative_to(dataset_dir).as_posix(): read_caption(p) or "" for p in captions}
+    return CaptionResult(rel, write, tuple(failed))
+
+
+def _eta(start: float, done: int, total: int) -> float | None:
+    if done <= 0:
+        return None
+    return (time.monotonic() - start) / done * (total - done)
