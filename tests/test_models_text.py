@@ -10,8 +10,8 @@ from torch import nn
 
 from lora_trainer.errors import StudioError
 from lora_trainer.models.clip_text import (
-    SDXL_BIGG_PREFIX,
     SD15_CLIP_L_PREFIX,
+    SDXL_BIGG_PREFIX,
     ClipTextConfig,
     ClipTextModel,
     clip_l_from_checkpoint,
@@ -236,7 +236,7 @@ def test_real_bigg_matches_open_clip_on_meta():
         hf = hf_text_model(cfg)  # CLIPTextModelWithProjection: kohya's lora_te2_ names come from it
     tensors = text_tensors(oc)
     tensors.pop(SDXL_BIGG_PREFIX + "logit_scale")
-    assert set(k[len(SDXL_BIGG_PREFIX):] for k in tensors) == set(open_clip_keys(cfg))
+    assert {k[len(SDXL_BIGG_PREFIX):] for k in tensors} == set(open_clip_keys(cfg))
     assert sum(v.numel() for v in tensors.values()) == n_params(ours) == n_params(hf) == 694_659_840
     mapped = open_clip_to_hf(tensors, cfg)
     ours_shapes = {k: v.shape for k, v in ours.state_dict().items()}
