@@ -12,9 +12,9 @@ same command-line flag AUTOMATIC1111 asks for before it lets the Extensions tab 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .errors import StudioError
 from .settings import StudioSettings

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from lora_trainer.errors import StudioError
-from lora_trainer.paths import OPT_IN_FLAG, PathPolicy, confine, path_policy, remote_access_restricted
+from lora_trainer.paths import (
+    OPT_IN_FLAG,
+    PathPolicy,
+    confine,
+    path_policy,
+    remote_access_restricted,
+)
 from lora_trainer.settings import StudioSettings
 
 

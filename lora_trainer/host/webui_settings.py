@@ -10,7 +10,13 @@ import os
 from pathlib import Path
 
 from ..paths import remote_access_restricted
-from ..settings import SETTINGS_TABLE, StudioSettings, default_value, settings_from_values, with_env_fallbacks
+from ..settings import (
+    SETTINGS_TABLE,
+    StudioSettings,
+    default_value,
+    settings_from_values,
+    with_env_fallbacks,
+)
 
 SECTION = ("lora_studio", "LoRA Studio")
 
