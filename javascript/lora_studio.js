@@ -1,0 +1,25 @@
+// LoRA Studio: keeps the job panel fresh. Loaded by the WebUI (javascript/ folder) and by the
+// standalone app, so it uses nothing from the WebUI's script.js.
+(function () {
+    "use strict";
+
+    function root() {
+        // The WebUI and gradio 3 put the app in a shadow root of <gradio-app>; gradio 4 does not.
+        const app = document.querySelector("gradio-app");
+        return (app && app.shadowRoot) || document;
+    }
+
+    function tabVisible() {
+        const tab = root().querySelector("#lora_studio");
+        return !!tab && tab.offsetParent !== null;
+    }
+
+    function poll() {
+        if (document.hidden || !tabVisible()) return;
+        const button = root().querySelector("#lora_studio_poll");
+        if (button && !button.disabled) button.click();
+    }
+
+    // Once a second is enough for a progress bar and keeps the queue quiet.
+    setInterval(poll, 1000);
+})();

@@ -1,0 +1,40 @@
+"""`python -m lora_trainer project create|list|show NAME [--root DIR]`."""
+
+from __future__ import annotations
+
+NAME = "project"
+HELP = "create, list or show projects"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("action", choices=["create", "list", "show"])
+    parser.add_argument("name", nargs="?", help="project name (name or category/name)")
+    parser.add_argument("--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import StudioError
+    from ..project import create_project, default_root, list_projects, open_project
+
+    root = Path(args.root) if args.root else default_root()
+    if args.action == "list":
+        for name in list_projects(root):
+            print(name)
+        return 0
+    if not args.name:
+        raise StudioError(f"'project {args.action}' needs a project name.", f"For example: project {args.action} my-lora")
+    if args.action == "create":
+        p = create_project(root, args.name)
+        print(f"Created {p.name} in {p.dir}")
+        return 0
+    p = open_project(root, args.name)
+    images = [f for f in p.dataset_dir.rglob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp"}] if p.dataset_dir.is_dir() else []
+    outputs = sorted(f.name for f in p.output_dir.glob("*.safetensors")) if p.output_dir.is_dir() else []
+    print(f"project:  {p.name}")
+    print(f"folder:   {p.dir}")
+    print(f"dataset:  {len(images)} images in {p.dataset_dir}")
+    print(f"outputs:  {len(outputs)} LoRA files in {p.output_dir}" + (f" ({', '.join(outputs[-3:])})" if outputs else ""))
+    print(f"settings: {p.toml_path}" + ("" if p.toml_path.exists() else " (not written yet)"))
+    return 0

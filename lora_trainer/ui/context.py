@@ -1,0 +1,39 @@
+"""What the tab needs to know about where it runs: the studio root, the jobs, the host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..jobs import JobManager
+from ..project import LOGS_DIR
+
+# One job manager per studio root for the life of the server process. The WebUI rebuilds the tab
+# on "Reload UI" (re-running our script); keeping the manager here, in a module cached in
+# sys.modules, is what lets a rebuilt or reloaded page re-attach to a training that is still running.
+_MANAGERS: dict[Path, JobManager] = {}
+
+
+def job_manager_for(root: Path) -> JobManager:
+    root = Path(root).absolute()
+    if root not in _MANAGERS:
+        _MANAGERS[root] = JobManager(log_dir=root / LOGS_DIR / "jobs")
+    return _MANAGERS[root]
+
+
+@dataclass
+class StudioContext:
+    root: Path  # the studio root: projects live here
+    jobs: JobManager
+    mode: str = "standalone"  # "standalone" or "webui"
+    settings: Any = None  # lora_trainer.settings.StudioSettings
+    host: Any = None  # the Host (standalone or WebUI) for training and generation
+    remote: bool = False  # served beyond loopback (--listen/--share): arbitrary server paths need an opt-in
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_root(cls, root: str | Path, **kwargs: Any) -> "StudioContext":
+        root = Path(root).absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root=root, jobs=job_manager_for(root), **kwargs)

@@ -1,0 +1,134 @@
+"""The tab under gradio 3.41.2 (AUTOMATIC1111 1.10) and 4.40 (Forge): builds, callbacks, served over HTTP.
+
+CI runs this file in both environments (see .ci/run); everything here is marked `gradio3`.
+"""
+
+import json
+import socket
+import threading
+import time
+import urllib.request
+
+import gradio as gr
+import pytest
+
+from lora_trainer.jobs import JobStatus
+from lora_trainer.project import create_project
+from lora_trainer.progress import ProgressEvent
+from lora_trainer.ui.app import build_tab
+from lora_trainer.ui.context import StudioContext
+from lora_trainer.ui.job_panel import panel_state, progress_html
+from tests.ui_driver import component, is_update, trigger
+
+pytestmark = pytest.mark.gradio3
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return StudioContext.for_root(tmp_path / "studio")
+
+
+def test_tab_builds_with_sub_tabs_and_job_panel(ctx):
+    tab = build_tab(ctx)
+    assert isinstance(tab, gr.Blocks)
+    for elem_id in ["lora_studio_project", "lora_studio_create", "lora_studio_dataset_tab", "lora_studio_train_tab",
+                    "lora_studio_compare_tab", "lora_studio_progress", "lora_studio_cancel", "lora_studio_poll"]:
+        component(tab, elem_id)
+
+
+def test_create_project_callback(ctx):
+    tab = build_tab(ctx)
+    dropdown, message, name = trigger(tab, "lora_studio_create", "click", "alice")
+    assert is_update(dropdown) and dropdown["value"] == "alice" and dropdown["choices"] in (["alice"], [("alice", "alice")])
+    assert "Created alice" in message and name == ""
+    assert (ctx.root / "alice" / "dataset").is_dir()
+
+
+def test_create_project_with_bad_name_explains(ctx):
+    tab = build_tab(ctx)
+    dropdown, message, name = trigger(tab, "lora_studio_create", "click", "../evil")
+    assert "ls-error" in message and "&#x27;..&#x27;" in message and "Try" in message
+    assert name == "../evil"  # kept so the user can fix it
+    assert not (ctx.root.parent / "evil").exists()
+
+
+def test_refresh_lists_projects_made_elsewhere(ctx):
+    tab = build_tab(ctx)
+    create_project(ctx.root, "bob")
+    (dropdown,) = trigger(tab, "lora_studio_refresh", "click", None)
+    assert dropdown["value"] == "bob"
+
+
+def test_dataset_overview_follows_the_project(ctx):
+    p = create_project(ctx.root, "alice")
+    (p.dataset_dir / "1.png").write_bytes(b"x")
+    (p.dataset_dir / "1.txt").write_text("a")
+    tab = build_tab(ctx)
+    outs = [fn(*["alice"]) for fn, inputs, outputs in __import__("tests.ui_driver", fromlist=["x"]).handlers(tab, "lora_studio_project", "change")]
+    assert any("**1 images**, 1 with captions" in str(o) for o in outs)
+
+
+def test_job_panel_reattaches_and_cancels(ctx):
+    release = threading.Event()
+
+    def work(progress, cancel):
+        progress(ProgressEvent(fraction=0.5, text="half way"))
+        while not release.wait(0.01):
+            cancel.raise_if_cancelled()
+
+    job = ctx.jobs.submit("train", "Training alice", work, gpu=True)
+    time.sleep(0.1)
+    tab = build_tab(ctx)  # as after a page reload: the panel knows no job id yet
+    job_id, html, log, cancel = trigger(tab, "lora_studio_poll", "click", "")
+    assert job_id == job.id and "Training alice: 50%" in html and "half way" in html
+    assert cancel["visible"] is True
+    trigger(tab, "lora_studio_cancel", "click", job.id)
+    assert job.wait(5) and job.status == JobStatus.CANCELLED
+    job_id, html, log, cancel = trigger(tab, "lora_studio_poll", "click", job.id)
+    assert "cancelled" in html and cancel["visible"] is False
+
+
+def test_dataset_check_runs_as_a_job(ctx):
+    p = create_project(ctx.root, "alice")
+    (p.dataset_dir / "1.png").write_bytes(b"x")
+    tab = build_tab(ctx)
+    (job_id,) = trigger(tab, "lora_studio_dataset_check", "click", "alice")
+    job = ctx.jobs.get(job_id)
+    assert job.wait(5) and job.status == JobStatus.DONE
+    assert job.summary.endswith("1 images checked")
+    assert "1.png has no caption file" in "\n".join(job.log_tail)
+
+
+def test_progress_html_states():
+    assert "No job running" in progress_html(None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_standalone_app_serves_the_tab_over_loopback(ctx):
+    import uvicorn
+
+    from lora_trainer.ui.standalone import create_app
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+        assert "setInterval(poll, 1000)" in page  # javascript/lora_studio.js injected, as the WebUI does
+        assert "#lora_studio_poll" in page  # style.css injected
+        config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10).read())
+        elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+        assert {"lora_studio_project", "lora_studio_progress", "lora_studio_dataset_check"} <= elem_ids
+    finally:
+        server.should_exit = True
+        thread.join(10)
