@@ -163,7 +163,8 @@ def _keep_previous(project_dir: Path, paths: Sequence[Path], reason: str) -> str
 
     A caption file that does not exist yet is recorded in the batch without a stored copy: an
     empty placeholder is created for `keep_copies` to list, and its copy is taken out of the batch
-    again, so `trash.restore` moves the new file away and leaves no file there, as before.
+    again, so `trash.restore` moves the new file away and leaves no file there, as before. (A
+    crash right after this leaves an empty caption file, which reads the same as no file.)
     """
     missing = [p for p in paths if not p.exists()]
     for p in missing:
