@@ -322,3 +322,14 @@ def infer_open_clip_config(oc: Mapping[str, torch.Tensor]) -> "ClipTextConfig":
         hidden_act="gelu",  # bigG was trained with erf GELU
         projection_dim=int(proj.shape[1]) if proj is not None else None,
     )
+
+
+def model_hash(path: str | Path, chunk: int = 1 << 20) -> str:
+    """A1111's "Model hash": the first 10 hex digits of the file's sha256 (its `shorthash`)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:10]
