@@ -1,5 +1,8 @@
 """Studio settings: the table against the dataclass, TOML round trips, env fallbacks, and the WebUI
-entry script loaded the way the WebUI loads it, against the fake WebUI in tests/fake_webui."""
+entry script loaded the way the WebUI loads it, against the fake WebUI in tests/fake_webui.
+
+Marked `gradio3`: the entry script builds the tab, and AUTOMATIC1111 1.10 runs gradio 3.41.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from lora_trainer.settings import (
     to_plain,
     with_env_fallbacks,
 )
+
+pytestmark = pytest.mark.gradio3
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_WEBUI = Path(__file__).resolve().parent / "fake_webui"
