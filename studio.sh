@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# LoRA Studio on a fresh machine: sets up a local virtual environment, then
+#   ./studio.sh demo    creates the demo project and starts the studio at http://localhost:7860/
+#   ./studio.sh test    runs the whole test suite (gradio 4.40 as in Forge, and gradio 3.41.2 as in A1111)
+#   ./studio.sh ARGS    runs `python -m lora_trainer ARGS`
+# Needs Python >= 3.10 (`PYTHON=python3.11 ./studio.sh ...` to pick one). Re-runs are quick: the
+# environments are only touched when pyproject.toml or the pins under tests/envs/ change.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+VENV3=.venv-gradio3
+PIP_FLAGS=(--quiet --disable-pip-version-check)
+
+stamp() { cat pyproject.toml tests/envs/*.txt studio.sh | sha256sum | cut -c1-16; }
+
+setup_main() {
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    # Keep a torch that is already there and works with torchvision (open_clip needs both);
+    # otherwise install the registry's current torch + torchvision (CUDA builds, fine on a CPU).
+    if ! "$VENV/bin/python" -c "import torch, torchvision.ops; torchvision.ops.nms" >/dev/null 2>&1; then
+        echo "studio.sh: installing torch and torchvision (about 5.5 GB, once)..."
+        "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" --upgrade pip
+        "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" torch torchvision
+    fi
+    if [ "$(cat "$VENV/.studio-stamp" 2>/dev/null)" != "$(stamp)" ]; then
+        echo "studio.sh: installing LoRA Studio's dependencies..."
+        "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" -c tests/envs/gradio4.txt -e ".[test]"
+        stamp > "$VENV/.studio-stamp"
+    fi
+}
+
+setup_gradio3() {
+    # A1111 1.10's UI packages in their own environment; everything else (torch, open_clip, ...)
+    # comes from the main environment through a .pth file listed after this one's own packages.
+    [ -x "$VENV3/bin/python" ] || "$PYTHON" -m venv "$VENV3"
+    if [ "$(cat "$VENV3/.studio-stamp" 2>/dev/null)" != "$(stamp)" ]; then
+        echo "studio.sh: installing the gradio 3.41.2 test environment..."
+        "$VENV3/bin/python" -m pip install "${PIP_FLAGS[@]}" -c tests/envs/gradio3.txt gradio fastapi httpx numpy Pillow pydantic pytest hypothesis requests pandas
+        main_site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        g3_site=$("$VENV3/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        echo "$main_site" > "$g3_site/zz_lora_studio_main_env.pth"
+        stamp > "$VENV3/.studio-stamp"
+    fi
+}
+
+case "${1:-demo}" in
+    demo)
+        setup_main
+        shift || true
+        exec "$VENV/bin/python" -m lora_trainer demo "$@"
+        ;;
+    test)
+        setup_main
+        setup_gradio3
+        shift || true
+        # The UI under gradio 3.41.2 first, then the whole suite under gradio 4.40 (its summary closes the log).
+        "$VENV3/bin/python" -m pytest -q -p no:cacheprovider -m gradio3 "$@"
+        exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    *)
+        setup_main
+        exec "$VENV/bin/python" -m lora_trainer "$@"
+        ;;
+esac
