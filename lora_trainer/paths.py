@@ -7,6 +7,8 @@ allowed roots: the studio folder, the WebUI's model folders and the extra folder
 "Any folder" is an opt-in, and while the server is reachable from other computers it needs the
 same command-line flag AUTOMATIC1111 asks for before it lets the Extensions tab install code
 (--enable-insecure-extension-access): a remote visitor can change settings, but not the flags.
+The extra folders are a setting, so a remote visitor could add one; a server that must prevent
+that runs with the WebUI's --freeze-settings, as it must for the WebUI's own output-folder settings.
 """
 
 from __future__ import annotations
