@@ -350,7 +350,7 @@ class UNetConfig:
         (SD1.x) -> 8 heads, linear proj_in (SD2.x, SDXL) -> 64 channels per head.
         """
         prefix = "model.diffusion_model."
-        s = {k[len(prefix):] if k.startswith(prefix) else k: tuple(v) for k, v in shapes.items()}
+        s = {k.removeprefix(prefix): tuple(v) for k, v in shapes.items()}
         if "input_blocks.0.0.weight" not in s:
             raise ValueError("no input_blocks.0.0.weight: these are not ldm UNet tensors")
 

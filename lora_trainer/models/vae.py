@@ -211,7 +211,7 @@ class VAEConfig:
         The scale factor is in no tensor: pass the architecture's (0.18215 SD1.5, 0.13025 SDXL).
         """
         prefix = "first_stage_model."
-        s = {k[len(prefix):] if k.startswith(prefix) else k: tuple(v) for k, v in shapes.items()}
+        s = {k.removeprefix(prefix): tuple(v) for k, v in shapes.items()}
         if "encoder.conv_in.weight" not in s:
             raise ValueError("no encoder.conv_in.weight: these are not ldm VAE tensors")
         ch = s["encoder.conv_in.weight"][0]
