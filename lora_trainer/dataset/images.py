@@ -1,0 +1,122 @@
+"""Small image helpers shared by the scraper, the importer and the rest of the dataset tools.
+
+`inspect_image` is the one gate every image passes before it enters a dataset: it opens the file
+with Pillow, refuses decompression bombs from the header alone, then decodes every pixel so a
+truncated or corrupt file is refused here rather than in the middle of a training run. The real
+format (not the file name) decides the extension an image is stored under.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import StudioError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what kohya's dataset loader reads
+CAPTION_EXTS = (".txt", ".caption")  # .txt is ours; .caption is kohya's other common choice
+CAPTION_EXT = ".txt"
+
+# Formats stored byte for byte under their proper extension; anything else Pillow can read
+# (GIF, TIFF, ...) is converted to PNG on import.
+FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}
+WHITE = (255, 255, 255)
+
+
+class BadImage(StudioError):
+    """A file that is not a usable image; `message` is the reason, shown in import summaries."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # Pillow's format name: "PNG", "JPEG", ...
+    width: int
+    height: int
+    mode: str  # Pillow's mode: "RGB", "RGBA", "P", "CMYK", ...
+
+    @property
+    def ext(self) -> str | None:
+        """The extension this format is stored under, or None for formats that get converted."""
+        return FORMAT_EXT.get(self.format)
+
+
+def max_image_pixels() -> int:
+    """Pillow's decompression-bomb limit (about 89 megapixels unless the host changed it)."""
+    return Image.MAX_IMAGE_PIXELS or 0
+
+
+def inspect_image(source: str | os.PathLike | bytes, max_pixels: int | None = None) -> ImageInfo:
+    """Open and fully decode an image (a path or its bytes); raise BadImage with the reason if unusable.
+
+    max_pixels: refuse images with more pixels than this (default: Pillow's limit). Checked from the
+    header, before any pixel is decoded, so a bomb costs nothing.
+    Note: a host that sets `ImageFile.LOAD_TRUNCATED_IMAGES = True` makes Pillow accept truncated
+    files; we do not change that global.
+    """
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with Image.open(fp) as im:
+            w, h = im.size
+            if limit and w * h > limit:
+                raise BadImage(f"{w}x{h} pixels is more than the limit of {limit} (a decompression bomb?)")
+            info = ImageInfo(im.format or "", w, h, im.mode)
+            im.load()  # decodes everything: truncated or corrupt data fails here
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"refused as a decompression bomb ({e})") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # Pillow's decoders raise all of these
+        raise BadImage(f"broken image data ({e})") from None
+    if w < 1 or h < 1:
+        raise BadImage(f"empty image ({w}x{h})")
+    return info
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """An RGB copy: transparency (RGBA, LA, P with a transparent colour) is flattened onto `background`.
+
+    Plain `convert("RGB")` drops alpha and shows whatever colour hides under transparent pixels
+    (often black), which a LoRA then learns.
+    """
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, background + (255,))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info)
+
+
+def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def iter_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Every file under `folder`, sorted, skipping hidden folders (.trash, .cache, .git)."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in sorted(files):
+            yield Path(root) / f
+
+
+def is_image_name(name: str | os.PathLike) -> bool:
+    return str(name).lower().endswith(IMAGE_EXTS) and not Path(name).name.startswith(".")
+
+
+def is_caption_name(name: str | os.PathLike) -> bool:
+    return str(name).lower().endswith(CAPTION_EXTS) and not Path(name).name.startswith(".")
