@@ -28,6 +28,7 @@ def _context():
         webui_settings.studio_root(settings),
         mode="webui",
         settings=settings,
+        host_folders=tuple(webui_settings.model_folders()),
         remote=webui_settings.remote_restricted(),
     )
 

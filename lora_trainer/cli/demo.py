@@ -11,6 +11,8 @@ DEMO_PROJECT = "demo"
 def add_arguments(parser) -> None:
     parser.add_argument("--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--enable-insecure-extension-access", dest="insecure", action="store_true",
+                        help="with --listen: let the 'any folder' setting work (as the WebUI's flag of that name)")
     parser.add_argument("--listen", action="store_true")
     parser.add_argument("--no-ui", action="store_true", help="only create the demo project")
 
@@ -40,5 +42,5 @@ def run(args) -> int:
     from ..ui.context import StudioContext
     from ..ui.standalone import serve
 
-    serve(StudioContext.for_root(root, remote=args.listen), port=args.port, listen=args.listen)
+    serve(StudioContext.for_root(root, remote=args.listen and not args.insecure), port=args.port, listen=args.listen)
     return 0

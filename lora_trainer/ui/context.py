@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..jobs import JobManager
+from ..paths import PathPolicy, path_policy
 from ..project import LOGS_DIR
+from ..settings import StudioSettings, load_settings
 
 # One job manager per studio root for the life of the server process. The WebUI rebuilds the tab
 # on "Reload UI" (re-running our script); keeping the manager here, in a module cached in
@@ -26,14 +28,25 @@ def job_manager_for(root: Path) -> JobManager:
 class StudioContext:
     root: Path  # the studio root: projects live here
     jobs: JobManager
+    settings: StudioSettings
+    paths: PathPolicy  # every path typed into the UI goes through paths.confine(...)
     mode: str = "standalone"  # "standalone" or "webui"
-    settings: Any = None  # lora_trainer.settings.StudioSettings
     host: Any = None  # the Host (standalone or WebUI) for training and generation
-    remote: bool = False  # served beyond loopback (--listen/--share): arbitrary server paths need an opt-in
+    remote: bool = False  # served beyond loopback (--listen/--share) without the opt-in flag
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_root(cls, root: str | Path, **kwargs: Any) -> "StudioContext":
+    def for_root(
+        cls,
+        root: str | Path,
+        settings: StudioSettings | None = None,
+        host_folders: tuple[Path, ...] = (),
+        remote: bool = False,
+        **kwargs: Any,
+    ) -> "StudioContext":
+        """A context for `root`; standalone, the settings come from `<root>/studio-settings.toml`."""
         root = Path(root).absolute()
         root.mkdir(parents=True, exist_ok=True)
-        return cls(root=root, jobs=job_manager_for(root), **kwargs)
+        settings = settings if settings is not None else load_settings(root)
+        policy = path_policy(root, settings, host_folders, restricted=remote)
+        return cls(root=root, jobs=job_manager_for(root), settings=settings, paths=policy, remote=remote, **kwargs)
