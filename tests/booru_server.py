@@ -69,6 +69,7 @@ class FakeBooru:
     slow: dict[str, list[float]] = field(default_factory=dict)
     truncate: dict[str, int] = field(default_factory=dict)
     log: list[tuple[float, str, dict]] = field(default_factory=list)  # (time, path, query)
+    user_agents: set[str] = field(default_factory=set)
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -89,7 +90,7 @@ class FakeBooru:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False  # a deliberately slow answer must not hold up the test
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()  # quick shutdown
         return self
 
     def __exit__(self, *exc) -> None:
@@ -101,8 +102,9 @@ class FakeBooru:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def requests_to(self, path: str) -> list[dict]:
+        """The query of every request to `path` (a prefix when it ends with "/")."""
         with self._lock:
-            return [q for _, p, q in self.log if p == path]
+            return [q for _, p, q in self.log if p == path or (path.endswith("/") and p.startswith(path))]
 
     # -- searching ------------------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class FakeBooru:
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         with self._lock:
             self.log.append((time.monotonic(), path, query))
+            self.user_agents.add(h.headers.get("User-Agent", ""))
             status = self.fail[path].pop(0) if self.fail.get(path) else None
             delay = self.slow[path].pop(0) if self.slow.get(path) else 0.0
             truncate = self.truncate.get(path, 0) > 0
