@@ -14,6 +14,15 @@ from lora_trainer.models.bundle import bundle_from_state_dict, load_bundle, stat
 from lora_trainer.models.demo import demo_state_dict, write_demo_checkpoint
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def sd15():
     return demo_state_dict("sd15", seed=0)

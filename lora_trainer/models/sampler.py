@@ -365,7 +365,7 @@ def generate_latents(
     cancel: CancelToken | None = None,
 ) -> torch.Tensor:
     """The denoised latents (1, C, H/8, W/8) of one txt2img generation."""
-    _check_size(width, height)
+    _check_size(width, height, 8 * 2 ** (len(bundle.unet.config.channel_mult) - 1))
     if steps < 1:
         raise StudioError(f"Steps must be at least 1, got {steps}.", "Use 20 or more steps for real images.")
     sample_fn = resolve_sampler(sampler)
@@ -410,10 +410,14 @@ def latents_to_pil(bundle: "ModelBundle", latents: torch.Tensor) -> "Image.Image
     return Image.fromarray(arr, "RGB")
 
 
-def _check_size(width: int, height: int) -> None:
+def _check_size(width: int, height: int, multiple: int) -> None:
+    """The UNet halves the latents at each level and must double them back to the same size."""
     for name, v in (("width", width), ("height", height)):
-        if v < 8 or v % 8:
-            raise StudioError(f"Image {name} {v} is not a positive multiple of 8.", "Use sizes like 512 or 1024.")
+        if v < multiple or v % multiple:
+            raise StudioError(
+                f"Image {name} {v} is not a positive multiple of {multiple}, which this model needs.",
+                f"Round it to a multiple of {multiple} (e.g. {max(multiple, round(v / multiple) * multiple)}).",
+            )
 
 
 def save_png(image: "Image.Image", path: str | Path, parameters: str) -> None:
