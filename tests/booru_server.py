@@ -77,7 +77,7 @@ class FakeBooru:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def __enter__(self) -> FakeBooru:
+    def __enter__(self) -> FakeBooru:  # noqa: PYI034 (typing.Self needs Python 3.11)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.booru_server import FakeBooru, FakePost, default_posts, make_image
 
 from lora_trainer import __version__
 from lora_trainer.cli import main as cli_main
@@ -21,16 +20,22 @@ from lora_trainer.dataset.booru import (
     make_client,
 )
 from lora_trainer.dataset.images import file_md5
-from lora_trainer.dataset.scrape import ScrapeOptions, download, preview, tags_to_caption
+from lora_trainer.dataset.scrape import (
+    ScrapeOptions,
+    download,
+    preview,
+    tags_to_caption,
+)
 from lora_trainer.errors import Cancelled, StudioError
 from lora_trainer.progress import CancelToken
+from tests.booru_server import FakeBooru, FakePost, default_posts, make_image
 
 KEY, USER = "secret-key", "1234"
 
 
 def fast_http(**kw) -> Http:
     """No rate limit and tiny back-off, so tests stay quick; timeouts short enough to hit."""
-    cfg = dict(requests_per_s=0, backoff_s=0.01, timeout_s=2.0, retries=3)
+    cfg = {"requests_per_s": 0, "backoff_s": 0.01, "timeout_s": 2.0, "retries": 3}
     cfg.update(kw)
     return Http(HttpConfig(**cfg))
 

@@ -25,7 +25,7 @@ CAPTION_EXT = ".txt"
 
 # Formats stored byte for byte under their proper extension; anything else Pillow can read
 # (GIF, TIFF, ...) is converted to PNG on import.
-FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}
+FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}  # MPO: phone JPEGs with extra frames
 WHITE = (255, 255, 255)
 
 

@@ -290,9 +290,9 @@ def _import_items(
     placed: set[int] = set()  # ids of the items that found a place (images and their captions)
 
     for n, item in enumerate(images):
+        progress(ProgressEvent(n / max(1, len(images)), f"importing {n + 1}/{len(images)}: {item.rel.name}"))
         if cancel is not None:
             cancel.raise_if_cancelled()
-        progress(ProgressEvent(n / max(1, len(images)), f"importing {n + 1}/{len(images)}: {item.rel.name}"))
         placed.add(id(item))
         dest = _import_one(item, dataset_dir, options, summary)
         cap = captions.get((str(item.rel.parent), item.rel.stem))
