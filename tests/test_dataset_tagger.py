@@ -175,10 +175,12 @@ def test_tag_dataset_end_to_end(model_dir, project):
     assert (ds / "wide_red.txt").read_text() == ", ".join(select_tags(expected, _labels(), TagSettings()))
     assert (ds / "wide_red.txt").read_text() == "red theme, ^_^, long hair, green theme, blue theme"
     assert r.failed == ("broken.png",) and not (ds / "broken.txt").exists()
-    assert r.write.written == 4 and r.write.trash_batch is None  # nothing existed before
+    assert r.write.written == 4
     assert r.top_tags["red theme"] == 2 and r.top_tags["hatsune miku"] == 1
     assert any("on CPU" in e.log for e in events) and any("broken.png" in e.log for e in events)
     assert events[-1].fraction == 1.0
+    trash.restore(project, r.write.trash_batch)  # undo: the caption files it created go away again
+    assert sorted(p.name for p in ds.rglob("*.txt")) == []
 
 
 def test_batching_matches_one_at_a_time(model_dir, tmp_path):

@@ -27,15 +27,14 @@ from typing import Callable, Iterator, Literal, Mapping, Sequence
 from ..errors import StudioError
 from ..fileio import write_text
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
-from ..trash import keep_copies
+from .tag_editor import _keep_previous, find_images, load_captions, read_caption_file
+from .tags import dedupe_tags, join_tags, parse_tags, tag_counts
 
-CAPTION_EXT = ".txt"  # kohya's default caption extension, and what the Colab Dataset Maker writes
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what kohya's dataset loader reads
 CaptionMode = Literal["overwrite", "append", "skip"]
 CAPTION_MODES: tuple[str, ...] = ("overwrite", "append", "skip")
 
 # ----------------------------------------------------------------------------------------------
-# Caption files
+# Caption files (read and kept in the trash the way the tag editor does, so the files stay alike)
 
 
 def check_mode(mode: str) -> str:
@@ -44,50 +43,14 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def dataset_images(dataset_dir: str | os.PathLike) -> list[Path]:
-    """Every image under `dataset_dir` (sub-folders too, hidden folders skipped), sorted by path."""
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise StudioError(f"The dataset folder {dataset_dir} does not exist.", "Import some images first.")
-    found = []
-    for folder, dirs, files in os.walk(dataset_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder) / f for f in files if f.lower().endswith(IMAGE_EXTS) and not f.startswith("."))
-    return sorted(found)
-
-
-def caption_path(image: str | os.PathLike) -> Path:
-    """`dataset/a.png` -> `dataset/a.txt`."""
-    return Path(image).with_suffix(CAPTION_EXT)
-
-
-def read_caption(image: str | os.PathLike) -> str | None:
-    """The caption of an image, stripped; None when there is no caption file."""
-    try:
-        return caption_path(image).read_text("utf-8", errors="replace").strip()
-    except FileNotFoundError:
-        return None
-
-
-def split_caption(text: str) -> list[str]:
-    """`"1girl, solo,, smile "` -> `["1girl", "solo", "smile"]`."""
-    return [part.strip() for part in text.split(",") if part.strip()]
+def needs_caption(image: str | os.PathLike, mode: str) -> bool:
+    """False only in skip mode for an image that already has a non-empty caption."""
+    return check_mode(mode) != "skip" or not read_caption_file(image).body.strip()
 
 
 def merge_caption(old: str, new: str) -> str:
-    """Old parts first, then the new parts not already there (how kohya's --append_tags merges)."""
-    parts = split_caption(old)
-    seen = set(parts)
-    for part in split_caption(new):
-        if part not in seen:
-            parts.append(part)
-            seen.add(part)
-    return ", ".join(parts)
-
-
-def needs_caption(image: str | os.PathLike, mode: str) -> bool:
-    """False only in skip mode for an image that already has a non-empty caption."""
-    return check_mode(mode) != "skip" or not read_caption(image)
+    """Old tags first, then the new ones not already there (how kohya's --append_tags merges)."""
+    return join_tags(dedupe_tags(parse_tags(old) + parse_tags(new)))
 
 
 @dataclass(frozen=True)
@@ -95,7 +58,7 @@ class CaptionWriteResult:
     written: int  # caption files created or changed
     unchanged: int  # the new caption equalled the old one, so the file was left alone
     skipped: int  # skip mode, the image already had a caption
-    trash_batch: str | None  # the batch holding the previous versions; restore it to undo
+    trash_batch: str | None  # restoring this batch undoes the run (new caption files go away too)
 
 
 def write_captions(
@@ -106,35 +69,35 @@ def write_captions(
 ) -> CaptionWriteResult:
     """Write `{image: caption}` beside each image in `mode`, keeping the previous files in the trash.
 
-    All files that will change are copied into ONE trash batch before the first write, so the run
-    is undone by restoring that batch. Each file is written atomically. Files whose text would not
-    change are not touched (and not trashed).
+    overwrite: the new caption replaces the file; append: the new tags are added after the old
+    ones, without duplicates; skip: images that already have a caption are left alone.
+    All files that will change are recorded in ONE trash batch before the first write (files that
+    did not exist too, so restoring the batch removes them again). Each file is written
+    atomically; a file whose text would not change is not touched.
     """
     check_mode(mode)
     planned: dict[Path, str] = {}
     unchanged = skipped = 0
     for image, text in captions.items():
-        old = read_caption(image)
-        if mode == "skip" and old:
+        old = read_caption_file(image)
+        if mode == "skip" and old.body.strip():
             skipped += 1
             continue
-        new = merge_caption(old, text) if mode == "append" and old else text.strip()
-        if old is not None and old == new:
+        body = merge_caption(old.body, text) if mode == "append" else text.strip()
+        new = old.text_for(body) if old.exists else body  # keeps a BOM and the line ending
+        if old.exists and old.text_for(old.body) == new:
             unchanged += 1
             continue
-        planned[caption_path(image)] = new
-    batch = keep_copies(project_dir, [p for p in planned if p.exists()], reason)
+        planned[old.path] = new
+    batch = _keep_previous(Path(project_dir), list(planned), reason) if planned else None
     for path, text in planned.items():
         write_text(path, text)
-    return CaptionWriteResult(len(planned), unchanged, skipped, batch.batch_id if batch else None)
+    return CaptionWriteResult(len(planned), unchanged, skipped, batch)
 
 
 def count_tags(dataset_dir: str | os.PathLike) -> Counter:
-    """How many images carry each comma-separated tag (the "top tags" shown after tagging)."""
-    counts: Counter = Counter()
-    for image in dataset_images(dataset_dir):
-        counts.update(set(split_caption(read_caption(image) or "")))
-    return counts
+    """How many images carry each tag (the "top tags" shown after tagging)."""
+    return tag_counts(c.tags for c in load_captions(dataset_dir))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +252,7 @@ def caption_dataset(
     """
     check_mode(mode)
     dataset_dir = Path(dataset_dir)
-    images = [p for p in dataset_images(dataset_dir) if needs_caption(p, mode)]
+    images = [p for p in find_images(dataset_dir) if needs_caption(p, mode)]
     captions: dict[Path, str] = {}
     failed: list[str] = []
     start = time.monotonic()
@@ -311,7 +274,7 @@ def caption_dataset(
         progress(ProgressEvent(done / max(1, len(images)), f"captioned {done}/{len(images)}", _eta(start, done, len(images))))
     write = write_captions(project_dir, captions, mode, "caption: previous captions")
     progress(ProgressEvent(1.0, f"wrote {write.written} captions"))
-    rel = {p.relative_to(dataset_dir).as_posix(): read_caption(p) or "" for p in captions}
+    rel = {p.relative_to(dataset_dir).as_posix(): read_caption_file(p).body for p in captions}
     return CaptionResult(rel, write, tuple(failed))
 
 

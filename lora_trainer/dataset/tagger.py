@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import StudioError
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
-from .captioner import CaptionWriteResult, check_mode, count_tags, dataset_images, iter_loaded, needs_caption, write_captions
+from .captioner import CaptionWriteResult, check_mode, count_tags, iter_loaded, needs_caption, write_captions
+from .tag_editor import find_images
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "selected_tags.csv"
@@ -171,11 +172,10 @@ def preprocess(image, size: int) -> np.ndarray:
     """A PIL image -> (size, size, 3) float32, BGR, 0-255: the official wd-tagger space's steps."""
     from PIL import Image
 
+    from .images import to_rgb
+
     # 1. transparency becomes white
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    rgb = canvas.convert("RGB")
+    rgb = to_rgb(image)
     # 2. centre on a white square
     w, h = rgb.size
     side = max(w, h)
@@ -363,7 +363,7 @@ def tag_dataset(
     if not models:
         raise StudioError("No tagger model was given.", f"Pick one, e.g. {DEFAULT_TAGGER}.")
     dataset_dir = Path(dataset_dir)
-    images = [p for p in dataset_images(dataset_dir) if needs_caption(p, mode)]
+    images = [p for p in find_images(dataset_dir) if needs_caption(p, mode)]
     merged: dict[Path, list[str]] = {p: [] for p in images}
     failed: set[Path] = set()
     for k, model in enumerate(models):
