@@ -132,7 +132,7 @@ def fetch_to_file(
     http: Http,
     url: str,
     dest: Path,
-    verify: Callable[[Path], None] | None = None,
+    verify: Callable[[Path], object] | None = None,
     cancel: CancelToken | None = None,
     chunk: int = 1 << 16,
 ) -> str:
@@ -153,7 +153,9 @@ def fetch_to_file(
             try:
                 if r.status_code != 200:
                     raise NetworkError(f"{redact_url(url)} answered HTTP {r.status_code}.")
-                expected = r.headers.get("Content-Length")
+                # Content-Length counts the bytes on the wire; with gzip they differ from what we write
+                encoded = r.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
+                expected = None if encoded else r.headers.get("Content-Length")
                 h, got = hashlib.md5(), 0
                 try:
                     with open(part, "wb") as f:
@@ -163,6 +165,8 @@ def fetch_to_file(
                             f.write(block)
                             h.update(block)
                             got += len(block)
+                        f.flush()
+                        os.fsync(f.fileno())  # the rename below must publish complete bytes, even after a power cut
                     if expected is not None and expected.isdigit() and got != int(expected):
                         raise TruncatedDownload(f"got {got} of {expected} bytes")
                 except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout, TruncatedDownload) as e:
@@ -178,10 +182,6 @@ def fetch_to_file(
     finally:
         if part.exists():
             part.unlink()
-
-
-def _verify_image(part: Path) -> None:
-    inspect_image(part)
 
 
 def download(
@@ -205,7 +205,8 @@ def download(
     # 1. list the posts (a few pages; counts as the first 5%)
     progress(ProgressEvent(0.0, f"searching {client.site} for {tags!r}"))
     posts: list[Post] = []
-    for post in client.iter_posts(tags, limit=options.page_limit, log=lambda line: progress(ProgressEvent(log=line))):
+    page_limit = max(1, min(options.page_limit, options.cap))  # a small cap asks for small pages
+    for post in client.iter_posts(tags, limit=page_limit, log=lambda line: progress(ProgressEvent(log=line))):
         if cancel is not None:
             cancel.raise_if_cancelled()
         if post.file_ext not in SUPPORTED_EXTS or not post.file_url:
@@ -238,7 +239,7 @@ def download(
             progress(ProgressEvent(log=f"skip post {post.id}: {dest.name} already exists"))
             continue
         try:
-            digest = fetch_to_file(client.http, url, dest, verify=_verify_image, cancel=cancel)
+            digest = fetch_to_file(client.http, url, dest, verify=inspect_image, cancel=cancel)
         except (NetworkError, BadImage) as e:
             result.failed.append((redact_url(url), e.message))
             progress(ProgressEvent(log=f"skip post {post.id}: {e.message}"))
