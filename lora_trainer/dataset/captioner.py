@@ -20,7 +20,7 @@ import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Mapping, Sequence
 
@@ -252,7 +252,8 @@ def caption_dataset(
     """
     check_mode(mode)
     dataset_dir = Path(dataset_dir)
-    images = [p for p in find_images(dataset_dir) if needs_caption(p, mode)]
+    every = find_images(dataset_dir)
+    images = [p for p in every if needs_caption(p, mode)]
     captions: dict[Path, str] = {}
     failed: list[str] = []
     start = time.monotonic()
@@ -273,6 +274,7 @@ def caption_dataset(
         done = len(captions) + len(failed)
         progress(ProgressEvent(done / max(1, len(images)), f"captioned {done}/{len(images)}", _eta(start, done, len(images))))
     write = write_captions(project_dir, captions, mode, "caption: previous captions")
+    write = replace(write, skipped=write.skipped + len(every) - len(images))
     progress(ProgressEvent(1.0, f"wrote {write.written} captions"))
     rel = {p.relative_to(dataset_dir).as_posix(): read_caption_file(p).body for p in captions}
     return CaptionResult(rel, write, tuple(failed))

@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +26,7 @@ from ..errors import StudioError
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from .captioner import CaptionWriteResult, check_mode, count_tags, iter_loaded, needs_caption, write_captions
 from .tag_editor import find_images
+from .tags import join_tags
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "selected_tags.csv"
@@ -363,7 +364,8 @@ def tag_dataset(
     if not models:
         raise StudioError("No tagger model was given.", f"Pick one, e.g. {DEFAULT_TAGGER}.")
     dataset_dir = Path(dataset_dir)
-    images = [p for p in find_images(dataset_dir) if needs_caption(p, mode)]
+    every = find_images(dataset_dir)
+    images = [p for p in every if needs_caption(p, mode)]
     merged: dict[Path, list[str]] = {p: [] for p in images}
     failed: set[Path] = set()
     for k, model in enumerate(models):
@@ -375,7 +377,8 @@ def tag_dataset(
             merged[p].extend(x for x in t if x not in merged[p])
         del tagger  # free the session before the next model loads
     tagged = {p: t for p, t in merged.items() if p not in failed}
-    write = write_captions(project_dir, {p: ", ".join(t) for p, t in tagged.items()}, mode, "tag: previous captions")
+    write = write_captions(project_dir, {p: join_tags(t) for p, t in tagged.items()}, mode, "tag: previous captions")
+    write = replace(write, skipped=write.skipped + len(every) - len(images))
     top = count_tags(dataset_dir)
     progress(ProgressEvent(1.0, f"wrote {write.written} caption files; {len(top)} distinct tags in the dataset"))
     return TagResult(
