@@ -373,3 +373,51 @@ def test_config_validation_names_the_field():
     assert NetworkConfig().network_args() is None
     assert NetworkConfig(conv_dim=8, conv_alpha=4).network_args() == {"conv_dim": "8", "conv_alpha": "4.0", "dropout": None}
     assert NetworkConfig(conv_dim=8).network_args()["conv_alpha"] == "1.0"
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent oracle: kohya's walk over diffusers' UNet gives kohya's SD1.5 keys (its SD1 UNet
+# keeps diffusers' names) and the diffusers-style SDXL keys other trainers write.
+
+
+def _diffusers_kohya_keys(unet: nn.Module, locon: bool) -> set[str]:
+    classes = ["Transformer2DModel"] + (["ResnetBlock2D", "Downsample2D", "Upsample2D"] if locon else [])
+    keys = set()
+    for name, module in unet.named_modules():
+        if module.__class__.__name__ in classes:
+            for child_name, child in module.named_modules():
+                kind = child.__class__.__name__
+                if kind in ("Linear", "Conv2d") and (locon or kind == "Linear" or child.kernel_size == (1, 1)):
+                    keys.add(f"lora_unet.{name}.{child_name}".replace(".", "_"))
+    return keys
+
+
+@pytest.mark.parametrize("locon", [False, True])
+def test_keys_match_kohya_walk_over_diffusers_unet(real_models, locon):
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        d15 = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)
+        dxl = UNet2DConditionModel(
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(320, 640, 1280),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        )
+    ours15 = select_targets(find_targets("sd15", real_models["unet_sd15"], []), locon=locon)
+    assert {t.key for t in ours15} == _diffusers_kohya_keys(d15, locon)
+    oursxl = select_targets(find_targets("sdxl", real_models["unet_sdxl"], []), locon=locon)
+    assert {t.aliases[0] for t in oursxl} == _diffusers_kohya_keys(dxl, locon)
+    # and the shapes agree layer by layer (same module under both names)
+    d_modules = {f"lora_unet.{n}".replace(".", "_"): m for n, m in d15.named_modules()}
+    for t in ours15:
+        assert tuple(d_modules[t.key].weight.shape) == tuple(t.module.weight.shape), t.key
+    d_modules = {f"lora_unet.{n}".replace(".", "_"): m for n, m in dxl.named_modules()}
+    for t in oursxl:
+        assert tuple(d_modules[t.aliases[0]].weight.shape) == tuple(t.module.weight.shape), t.key
