@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from lora_trainer.errors import StudioError
 from lora_trainer.models import checkpoint as ckpt
@@ -94,7 +93,7 @@ def test_refuses_lora_vae_embedding_unet_only_and_unknown(sd15):
     vae = ckpt.part(sd15, ckpt.VAE_PREFIX)
     assert "VAE" in _refusal_text(vae)
     assert "embedding" in _refusal_text({"emb_params": torch.zeros(2, 768)})
-    unet_only = {k: v for k, v in sd15.items() if k.startswith(ckpt.UNET_PREFIX) or k.startswith(ckpt.VAE_PREFIX)}
+    unet_only = {k: v for k, v in sd15.items() if k.startswith((ckpt.UNET_PREFIX, ckpt.VAE_PREFIX))}
     assert "without its text encoder" in _refusal_text(unet_only)
     assert "UNet on its own" in _refusal_text(ckpt.part(sd15, ckpt.UNET_PREFIX))
     assert "not a Stable Diffusion" in _refusal_text({"foo.weight": torch.zeros(1)})
@@ -158,7 +157,7 @@ def test_model_hash_is_sha256_prefix(sd15_file):
 
 
 def test_demo_checkpoint_round_trip(sd15_file):
-    tensors, meta = ckpt.read_checkpoint(sd15_file)
+    tensors, _ = ckpt.read_checkpoint(sd15_file)
     b = load_bundle(sd15_file)
     assert (b.arch, b.prediction, b.name, b.dtype) == ("sd15", "eps", "tiny15", torch.float16)
     assert [p for p, _ in b.text_encoders] == ["lora_te"]

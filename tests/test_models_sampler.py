@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lora_trainer.errors import Cancelled, StudioError
-from lora_trainer.models import schedule as S
 from lora_trainer.models import sampler as K
+from lora_trainer.models import schedule as S
 from lora_trainer.models.bundle import bundle_from_state_dict
 from lora_trainer.models.demo import demo_state_dict
 from lora_trainer.progress import CancelToken
@@ -160,7 +160,7 @@ def tiny15():
 
 
 def _gen(bundle, **kw):
-    args = dict(prompt="a red cube", negative="blurry", seed=1, steps=3, cfg=5.0, width=64, height=64)
+    args = {"prompt": "a red cube", "negative": "blurry", "seed": 1, "steps": 3, "cfg": 5.0, "width": 64, "height": 64}
     args.update(kw)
     return K.generate_latents(bundle, **args)
 

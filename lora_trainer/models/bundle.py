@@ -9,16 +9,16 @@ does the same; with a device or dtype other than the file's, `.to()` makes the o
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import StudioError
 from . import checkpoint as ckpt
-from .clip_text import ClipTextConfig, ClipTextModel, clip_l_from_checkpoint, open_clip_to_hf
+from .clip_text import ClipTextModel, clip_l_from_checkpoint, open_clip_to_hf
 from .schedule import NoiseSchedule
 from .unet import UNet, UNetConfig
 from .vae import AutoencoderKL, VAEConfig
@@ -80,13 +80,13 @@ class ModelBundle:
         """unet, vae and each text encoder under its kohya prefix."""
         return {"unet": self.unet, "vae": self.vae, **dict(self.text_encoders)}
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ModelBundle":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ModelBundle:
         """Move/cast every module in place (this copies: only call it when the device or dtype differs)."""
         for m in self.modules().values():
             m.to(device=device, dtype=dtype)
         return self
 
-    def requires_grad_(self, flag: bool = False) -> "ModelBundle":
+    def requires_grad_(self, flag: bool = False) -> ModelBundle:
         for m in self.modules().values():
             m.requires_grad_(flag)
         return self

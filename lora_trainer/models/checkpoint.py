@@ -19,13 +19,17 @@ import pickle
 import struct
 import zipfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import StudioError
+
+if TYPE_CHECKING:
+    from .clip_text import ClipTextConfig
 
 ARCHES = ("sd15", "sdxl")
 
@@ -186,8 +190,8 @@ def refusal(tensors: Mapping[str, torch.Tensor], name: str) -> StudioError | Non
 
     if not keys:
         return err("empty (it holds no tensors)")
-    lora_marks = ("lora_up", "lora_down", "lora_A.", "lora_B.", "hada_w1", "lokr_w1", ".alpha")
-    if any(k.startswith(("lora_unet_", "lora_te")) for k in keys) or any(m in k for k in keys for m in lora_marks[:6]):
+    lora_marks = ("lora_up", "lora_down", "lora_A.", "lora_B.", "hada_w1", "lokr_w1")  # kohya, peft, LyCORIS
+    if any(k.startswith(("lora_unet_", "lora_te")) or any(m in k for m in lora_marks) for k in keys):
         return err("a LoRA / LyCORIS network, not a checkpoint", "Pick it in the LoRA list instead, and choose a full SD1.5 or SDXL checkpoint as the base model.")
     if "string_to_param" in tensors or "emb_params" in tensors or set(keys) <= {"clip_l", "clip_g"}:
         return err("a textual-inversion embedding, not a checkpoint")
@@ -286,7 +290,7 @@ def _clip_heads(width: int) -> int:
     return ClipTextConfig.tiny().heads
 
 
-def infer_clip_config(hf: Mapping[str, torch.Tensor], hidden_act: str) -> "ClipTextConfig":
+def infer_clip_config(hf: Mapping[str, torch.Tensor], hidden_act: str) -> ClipTextConfig:
     """ClipTextConfig from HF-named text-tower tensors (CLIP-L as stored; bigG after open_clip_to_hf)."""
     from .clip_text import ClipTextConfig
 
@@ -305,7 +309,7 @@ def infer_clip_config(hf: Mapping[str, torch.Tensor], hidden_act: str) -> "ClipT
     )
 
 
-def infer_open_clip_config(oc: Mapping[str, torch.Tensor]) -> "ClipTextConfig":
+def infer_open_clip_config(oc: Mapping[str, torch.Tensor]) -> ClipTextConfig:
     """ClipTextConfig of an open_clip text tower (SDXL's bigG, keys without the prefix)."""
     from .clip_text import ClipTextConfig
 

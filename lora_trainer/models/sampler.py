@@ -16,9 +16,10 @@ ancestral noise), so the same seed gives the same image on CPU and GPU up to ker
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -93,15 +94,16 @@ def _batch_cond(a: dict, b: dict) -> dict | None:
     if a.keys() != b.keys():
         return None
     out = {}
-    for k in a:
-        if a[k] is None or b[k] is None:
-            if a[k] is not b[k]:
+    for k, va in a.items():
+        vb = b[k]
+        if va is None or vb is None:
+            if va is not vb:
                 return None
             out[k] = None
-        elif a[k].shape[1:] != b[k].shape[1:]:  # e.g. prompts of 77 and 154 tokens
+        elif va.shape[1:] != vb.shape[1:]:  # e.g. prompts of 77 and 154 tokens
             return None
         else:
-            out[k] = torch.cat([a[k], b[k]])
+            out[k] = torch.cat([va, vb])
     return out
 
 
@@ -311,7 +313,7 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _apply_loras(bundle: "ModelBundle", loras: Sequence[tuple[str, float]]):
+def _apply_loras(bundle: ModelBundle, loras: Sequence[tuple[str, float]]):
     """The hook through which LoRAs are applied while sampling: lora_trainer.network provides it."""
     import contextlib
 
@@ -328,7 +330,7 @@ def _apply_loras(bundle: "ModelBundle", loras: Sequence[tuple[str, float]]):
 
 
 def generate(
-    bundle: "ModelBundle",
+    bundle: ModelBundle,
     prompt: str,
     negative: str = "",
     seed: int = 1,
@@ -341,7 +343,7 @@ def generate(
     loras: Sequence[tuple[str, float]] = (),
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
-) -> "Image.Image":
+) -> Image.Image:
     """One txt2img image, reproducible for a seed; see `generate_latents` for the steps."""
     latents = generate_latents(
         bundle, prompt, negative, seed, steps, cfg, width, height, sampler, scheduler, loras, progress, cancel
@@ -350,7 +352,7 @@ def generate(
 
 
 def generate_latents(
-    bundle: "ModelBundle",
+    bundle: ModelBundle,
     prompt: str,
     negative: str = "",
     seed: int = 1,
@@ -400,7 +402,7 @@ def generate_latents(
         return sample_fn(denoiser, x, sigmas.to(bundle.device), extra_args=extra, callback=callback, **kwargs)
 
 
-def latents_to_pil(bundle: "ModelBundle", latents: torch.Tensor) -> "Image.Image":
+def latents_to_pil(bundle: ModelBundle, latents: torch.Tensor) -> Image.Image:
     """Decode one latent with the bundle's VAE and convert [-1, 1] to an 8-bit RGB image."""
     from PIL import Image
 
@@ -420,7 +422,7 @@ def _check_size(width: int, height: int, multiple: int) -> None:
             )
 
 
-def save_png(image: "Image.Image", path: str | Path, parameters: str) -> None:
+def save_png(image: Image.Image, path: str | Path, parameters: str) -> None:
     """Write `image` atomically with `parameters` in the PNG text chunk the WebUI reads."""
     from PIL import PngImagePlugin
 
