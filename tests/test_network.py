@@ -13,7 +13,12 @@ from torch import nn
 from lora_trainer.models.clip_text import ClipTextConfig, ClipTextModel
 from lora_trainer.models.unet import UNet, UNetConfig
 from lora_trainer.network.modules import LoRAModule
-from lora_trainer.network.naming import find_targets, ldm_to_diffusers, select_targets, unet_block_map
+from lora_trainer.network.naming import (
+    find_targets,
+    ldm_to_diffusers,
+    select_targets,
+    unet_block_map,
+)
 from lora_trainer.network.network import NetworkConfig, create_network, merged
 
 

@@ -9,7 +9,12 @@ from torch import nn
 
 from lora_trainer.models.bundle import bundle_from_state_dict
 from lora_trainer.models.demo import demo_state_dict
-from lora_trainer.network import NetworkConfig, apply_loras, create_network, save_network
+from lora_trainer.network import (
+    NetworkConfig,
+    apply_loras,
+    create_network,
+    save_network,
+)
 
 
 def _borrowed(arch: str):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tests.test_network import _snapshot, _unet_inputs, tiny_bundle
 from torch import nn
 
 from lora_trainer.cli import main as cli_main
@@ -27,6 +26,7 @@ from lora_trainer.network import (
     save_network,
 )
 from lora_trainer.progress import ProgressEvent
+from tests.test_network import _snapshot, _unet_inputs, tiny_bundle
 
 
 def trained_like(network, seed=0, std=0.02):
@@ -155,7 +155,7 @@ def test_sdxl_metadata(tmp_path, sdxl):
 def _independent_tensor_bytes(path) -> bytes:
     """kohya's rule, by hand: all tensors share one dtype, so the data is every tensor's raw bytes in name order."""
     with safe_open(str(path), "pt") as f:
-        names = sorted(f.keys())  # noqa: SIM118
+        names = sorted(f.keys())
         chunks = []
         for name in names:
             t = f.get_tensor(name)
@@ -296,9 +296,8 @@ def test_wrong_architecture_is_refused_in_a_sentence(tmp_path, sd15, sdxl):
         network_from_file(sd15, xl)
     assert "SD1.5 LoRA" in e.value.fix
     v1 = save_network(create_network(sd15, NetworkConfig(dim=2)), tmp_path / "v1.safetensors").path
-    with pytest.raises(StudioError, match="is an SD1.5 LoRA, but the model is SDXL"):
-        with apply_loras(sdxl, [(v1, 1.0)]):
-            pass
+    with pytest.raises(StudioError, match="is an SD1.5 LoRA, but the model is SDXL"), apply_loras(sdxl, [(v1, 1.0)]):
+        pass
     # real-width tensors decide even without metadata: a 2048-wide cross-attention key is SDXL
     fake = _write(
         tmp_path / "nometa.safetensors",
@@ -392,9 +391,8 @@ def test_apply_loras_restores_after_an_error(tmp_path, sd15):
     a = save_network(trained_like(create_network(sd15, NetworkConfig(dim=2))), tmp_path / "a.safetensors")
     weight = sd15.unet.input_blocks[1][1].proj_in.weight
     for mode in ("hooks", "merge"):
-        with pytest.raises(RuntimeError, match="boom"):
-            with apply_loras(sd15, [(a.path, 1.0)], mode=mode):
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"), apply_loras(sd15, [(a.path, 1.0)], mode=mode):
+            raise RuntimeError("boom")
         assert sd15.unet.input_blocks[1][1].proj_in.weight is weight
         assert all(not m._forward_hooks for m in sd15.unet.modules())
 

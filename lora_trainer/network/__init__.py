@@ -30,7 +30,13 @@ from .io import (
 from .metadata import LoraMetadata, build_header, file_model_hash, safetensors_hashes
 from .modules import LoRAModule
 from .naming import Target, find_targets, select_targets
-from .network import LoRANetwork, NetworkConfig, create_network, create_network_for, merged
+from .network import (
+    LoRANetwork,
+    NetworkConfig,
+    create_network,
+    create_network_for,
+    merged,
+)
 
 __all__ = [
     "AppliedLora",
