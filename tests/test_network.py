@@ -426,3 +426,19 @@ def test_keys_match_kohya_walk_over_diffusers_unet(real_models, locon):
     d_modules = {f"lora_unet.{n}".replace(".", "_"): m for n, m in dxl.named_modules()}
     for t in oursxl:
         assert tuple(d_modules[t.aliases[0]].weight.shape) == tuple(t.module.weight.shape), t.key
+
+
+@pytest.mark.parametrize("dim,sizes_mb", [(8, (9.4, 19.5, 42.6, 57.0)), (128, (151.0, 311.5, 680.9, 912.1))])
+def test_fp16_tensor_bytes_match_kohya_file_sizes(real_models, dim, sizes_mb):
+    """kohya-format.md 1.4: fp16 tensor bytes of SD1.5 (LoRA, LoCon at conv_dim = dim), SDXL UNet only, SDXL all."""
+    m = real_models
+    sd15 = Bundle("sd15", m["unet_sd15"], [("lora_te", m["clip_l"])])
+    sdxl = Bundle("sdxl", m["unet_sdxl"], [("lora_te1", m["clip_l"]), ("lora_te2", m["bigg"])])
+    nets = [
+        create_network(sd15, NetworkConfig(dim=dim)),
+        create_network(sd15, NetworkConfig(dim=dim, conv_dim=dim)),
+        create_network(sdxl, NetworkConfig(dim=dim, train_text_encoder=False)),
+        create_network(sdxl, NetworkConfig(dim=dim)),
+    ]
+    got = [sum(t.numel() * 2 for t in net.state_dict().values()) / 1e6 for net in nets]
+    assert got == pytest.approx(sizes_mb, abs=0.06)
