@@ -30,7 +30,9 @@ FAST = CocaSettings(min_len=2, max_len=6, num_beams=2, num_beam_groups=1)
 
 @pytest.fixture(scope="module")
 def coca_dir(tmp_path_factory):
-    return write_tiny_open_clip(tmp_path_factory.mktemp("coca") / "tiny-coca", TINY_COCA_CFG)
+    return write_tiny_open_clip(
+        tmp_path_factory.mktemp("coca") / "tiny-coca", TINY_COCA_CFG
+    )
 
 
 @pytest.fixture
@@ -40,7 +42,9 @@ def project(tmp_path):
     ds.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i, (w, h) in enumerate([(40, 30), (30, 40), (50, 50)]):
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(ds / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            ds / f"{i}.png"
+        )
     return d
 
 
@@ -49,8 +53,14 @@ def size_captioner(images):
 
 
 def test_clean_caption():
-    assert clean_caption("<start_of_text>a dog on a beach . <end_of_text>!!!") == "a dog on a beach"
-    assert clean_caption("<start_of_text>two  cats ,<end_of_text><end_of_text>") == "two cats"
+    assert (
+        clean_caption("<start_of_text>a dog on a beach . <end_of_text>!!!")
+        == "a dog on a beach"
+    )
+    assert (
+        clean_caption("<start_of_text>two  cats ,<end_of_text><end_of_text>")
+        == "two cats"
+    )
     assert clean_caption("<start_of_text><end_of_text>") == ""
 
 
@@ -81,14 +91,23 @@ def test_write_captions_modes_and_undo(tmp_path):
     (ds / "c.txt").unlink()
 
     r = write_captions(proj, new, "append", "test")
-    assert (ds / "a.txt").read_bytes() == "\ufeffold, tags, new\r\n".encode()  # BOM and CRLF kept
+    assert (
+        ds / "a.txt"
+    ).read_bytes() == "\ufeffold, tags, new\r\n".encode()  # BOM and CRLF kept
     assert (r.written, r.unchanged, r.skipped) == (2, 1, 0)
-    assert sorted(trash.list_batches(proj)[0].files) == ["dataset/a.txt", "dataset/c.txt"]
+    assert sorted(trash.list_batches(proj)[0].files) == [
+        "dataset/a.txt",
+        "dataset/c.txt",
+    ]
     trash.restore(proj, r.trash_batch)
-    assert (ds / "a.txt").read_bytes() == "\ufeffold, tags\r\n".encode() and not (ds / "c.txt").exists()
+    assert (ds / "a.txt").read_bytes() == "\ufeffold, tags\r\n".encode() and not (
+        ds / "c.txt"
+    ).exists()
 
     r = write_captions(proj, new, "overwrite", "test")
-    assert (ds / "a.txt").read_bytes() == "\ufefftags, new\r\n".encode()  # the file's conventions stay
+    assert (
+        ds / "a.txt"
+    ).read_bytes() == "\ufefftags, new\r\n".encode()  # the file's conventions stay
     assert (ds / "b.txt").read_bytes() == b"keep me"
     with pytest.raises(StudioError, match="Unknown caption mode"):
         write_captions(proj, new, "replace", "test")
@@ -124,16 +143,26 @@ def test_tiny_coca_end_to_end(project, coca_dir):
     ds = project / "dataset"
     cap = load_coca_captioner(str(coca_dir), settings=FAST)
     r1 = caption_dataset(ds, project, cap, batch_size=3)
-    assert len(r1.captions) == 3 and all(isinstance(t, str) and t for t in r1.captions.values())
-    assert all("<" not in t for t in r1.captions.values())  # special tokens are stripped
-    assert {p.name: p.read_text() for p in ds.glob("*.txt")} == {f"{k[:-4]}.txt": v for k, v in r1.captions.items()}
-    r2 = caption_dataset(ds, project, cap, batch_size=1)  # deterministic, batching does not matter
+    assert len(r1.captions) == 3 and all(
+        isinstance(t, str) and t for t in r1.captions.values()
+    )
+    assert all(
+        "<" not in t for t in r1.captions.values()
+    )  # special tokens are stripped
+    assert {p.name: p.read_text() for p in ds.glob("*.txt")} == {
+        f"{k[:-4]}.txt": v for k, v in r1.captions.items()
+    }
+    r2 = caption_dataset(
+        ds, project, cap, batch_size=1
+    )  # deterministic, batching does not matter
     assert r2.captions == r1.captions and r2.write.written == 0
 
     images = [Image.open(ds / "0.png")]
     assert cap(images) == [r1.captions["0.png"]]
     # open_clip's default diverse beam search (6 beams in 3 groups) on one image
-    default = load_coca_captioner(str(coca_dir), settings=CocaSettings(min_len=2, max_len=5))
+    default = load_coca_captioner(
+        str(coca_dir), settings=CocaSettings(min_len=2, max_len=5)
+    )
     out = default(images)
     assert len(out) == 1 and out[0]
 

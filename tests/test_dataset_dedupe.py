@@ -18,7 +18,12 @@ from lora_trainer import trash
 from lora_trainer.cli import main
 from lora_trainer.dataset import dedupe as dd
 from lora_trainer.dataset import images as images_mod
-from lora_trainer.dataset.dedupe import apply_plan, connected_groups, find_duplicates, similar_pairs
+from lora_trainer.dataset.dedupe import (
+    apply_plan,
+    connected_groups,
+    find_duplicates,
+    similar_pairs,
+)
 from lora_trainer.errors import StudioError
 from tests.tiny_models import write_tiny_open_clip
 
@@ -42,7 +47,9 @@ def project(tmp_path):
     smooth_image(1, 96, 72).save(ds / "a.png")
     shutil.copy(ds / "a.png", ds / "a_copy.png")  # exact copy
     smooth_image(2, 120, 90).save(ds / "b.jpg", quality=95)
-    smooth_image(2, 120, 90).resize((60, 45), Image.BICUBIC).save(ds / "b_small.jpg", quality=70)  # resized + recompressed
+    smooth_image(2, 120, 90).resize((60, 45), Image.BICUBIC).save(
+        ds / "b_small.jpg", quality=70
+    )  # resized + recompressed
     smooth_image(3, 90, 120).save(ds / "c.png")
     (ds / "a_copy.txt").write_bytes(b"copy caption\n")
     (ds / "b_small.txt").write_bytes(b"small caption")
@@ -62,7 +69,9 @@ class ColourEmbedder:
     def __call__(self, images):
         self.calls += 1
         self.images += len(images)
-        return np.stack([np.asarray(im, np.float32).reshape(-1, 3).mean(0) for im in images])
+        return np.stack(
+            [np.asarray(im, np.float32).reshape(-1, 3).mean(0) for im in images]
+        )
 
 
 def _paths(plan):
@@ -92,9 +101,16 @@ def test_similar_pairs_blocks_and_threshold():
 
 
 def test_keep_policy_largest_resolution_then_bytes_then_name():
-    m = lambda path, w, h, b: dd.DedupeMember(path, w, h, b, "x", 1.0)  # noqa: E731
-    members = [m("z.png", 100, 100, 10), m("y.png", 200, 50, 20), m("a.png", 100, 100, 10), m("b.png", 50, 50, 999)]
-    assert min(members, key=dd.keep_order_key).path == "y.png"  # same pixels as the 100x100s but more bytes
+    m = lambda path, w, h, b: dd.DedupeMember(path, w, h, b, "x", 1.0)
+    members = [
+        m("z.png", 100, 100, 10),
+        m("y.png", 200, 50, 20),
+        m("a.png", 100, 100, 10),
+        m("b.png", 50, 50, 999),
+    ]
+    assert (
+        min(members, key=dd.keep_order_key).path == "y.png"
+    )  # same pixels as the 100x100s but more bytes
     members = [m("z.png", 100, 100, 10), m("a.png", 100, 100, 10)]
     assert min(members, key=dd.keep_order_key).path == "a.png"
 
@@ -108,7 +124,10 @@ def test_exact_duplicates_by_md5(project):
     assert _paths(plan) == [[("a.png", True), ("a_copy.png", False)]]
     assert plan.groups[0].exact and plan.threshold is None and plan.images == 5
     assert plan.groups[0].members[0].similarity == 1.0
-    assert (plan.groups[0].members[0].width, plan.groups[0].members[0].height) == (96, 72)
+    assert (plan.groups[0].members[0].width, plan.groups[0].members[0].height) == (
+        96,
+        72,
+    )
 
 
 def test_near_duplicates_with_injected_embeddings_and_cache(project, monkeypatch):
@@ -116,7 +135,10 @@ def test_near_duplicates_with_injected_embeddings_and_cache(project, monkeypatch
     emb = ColourEmbedder()
     plan = find_duplicates(ds, project / ".cache", threshold=0.999, embedder=emb)
     # b_small is a resized copy of b: the same mean colour; the larger b is kept
-    assert _paths(plan) == [[("a.png", True), ("a_copy.png", False)], [("b.jpg", True), ("b_small.jpg", False)]]
+    assert _paths(plan) == [
+        [("a.png", True), ("a_copy.png", False)],
+        [("b.jpg", True), ("b_small.jpg", False)],
+    ]
     assert not plan.groups[1].exact and plan.groups[1].members[1].similarity >= 0.999
     assert emb.images == 4  # a_copy shares a's content: embedded once
     assert list((project / ".cache" / "dedupe").iterdir())
@@ -124,7 +146,9 @@ def test_near_duplicates_with_injected_embeddings_and_cache(project, monkeypatch
     # second run: every embedding and md5 comes from the cache
     md5_calls = []
     real_md5 = images_mod.file_md5
-    monkeypatch.setattr(images_mod, "file_md5", lambda p: md5_calls.append(p) or real_md5(p))
+    monkeypatch.setattr(
+        images_mod, "file_md5", lambda p: md5_calls.append(p) or real_md5(p)
+    )
     emb2 = ColourEmbedder()
     plan2 = find_duplicates(ds, project / ".cache", threshold=0.999, embedder=emb2)
     assert emb2.calls == 0 and md5_calls == [] and _paths(plan2) == _paths(plan)
@@ -140,17 +164,36 @@ def test_chain_of_near_copies_is_one_group(tmp_path):
     ds = tmp_path / "p" / "dataset"
     ds.mkdir(parents=True)
     # mean colours 100, 103, 106: neighbours are within the threshold, the ends are not
-    for name, v, size in (("x.png", 100, (10, 10)), ("y.png", 103, (30, 30)), ("z.png", 106, (20, 20)), ("far.png", 250, (5, 5))):
+    for name, v, size in (
+        ("x.png", 100, (10, 10)),
+        ("y.png", 103, (30, 30)),
+        ("z.png", 106, (20, 20)),
+        ("far.png", 250, (5, 5)),
+    ):
         Image.new("RGB", size, (v, 90, 80)).save(ds / name)
 
     class Emb:
         key = "chain"
 
         def __call__(self, images):
-            return np.stack([[np.asarray(im, np.float32)[0, 0, 0] / 100, 1.0] for im in images])
+            return np.stack(
+                [[np.asarray(im, np.float32)[0, 0, 0] / 100, 1.0] for im in images]
+            )
 
     e = Emb()
-    sims = lambda a, b: float(np.dot(*(v / np.linalg.norm(v) for v in e([Image.new("RGB", (1, 1), (a, 0, 0)), Image.new("RGB", (1, 1), (b, 0, 0))]))))  # noqa: E731
+    sims = lambda a, b: float(
+        np.dot(
+            *(
+                v / np.linalg.norm(v)
+                for v in e(
+                    [
+                        Image.new("RGB", (1, 1), (a, 0, 0)),
+                        Image.new("RGB", (1, 1), (b, 0, 0)),
+                    ]
+                )
+            )
+        )
+    )
     t = (sims(100, 103) + sims(100, 106)) / 2
     assert sims(100, 103) > t and sims(103, 106) > t and sims(100, 106) < t
     plan = find_duplicates(ds, None, threshold=t, embedder=e)
@@ -160,24 +203,40 @@ def test_chain_of_near_copies_is_one_group(tmp_path):
 def test_apply_plan_moves_images_and_captions_and_restore_is_byte_identical(project):
     ds = project / "dataset"
     before = {p.name: p.read_bytes() for p in ds.iterdir()}
-    plan = find_duplicates(ds, project / ".cache", threshold=0.999, embedder=ColourEmbedder())
+    plan = find_duplicates(
+        ds, project / ".cache", threshold=0.999, embedder=ColourEmbedder()
+    )
     plan.set_keep(1, "b_small.jpg", True)  # the UI toggles: keep both b's
     plan.set_keep(1, "b.jpg", True)
     with pytest.raises(StudioError):
         plan.set_keep(0, "nope.png", True)
     batch = apply_plan(project, plan)
     assert sorted(batch.files) == ["dataset/a_copy.png", "dataset/a_copy.txt"]
-    assert sorted(p.name for p in ds.iterdir()) == ["a.png", "b.jpg", "b.txt", "b_small.jpg", "b_small.txt", "c.png"]
+    assert sorted(p.name for p in ds.iterdir()) == [
+        "a.png",
+        "b.jpg",
+        "b.txt",
+        "b_small.jpg",
+        "b_small.txt",
+        "c.png",
+    ]
     trash.restore(project, batch.batch_id)
     assert {p.name: p.read_bytes() for p in ds.iterdir()} == before
 
 
 def test_apply_plan_keeps_a_caption_shared_with_a_kept_image(project):
     ds = project / "dataset"
-    shutil.copy(ds / "b.jpg", ds / "b.png")  # b.png and b.jpg share b.txt; an exact copy
+    shutil.copy(
+        ds / "b.jpg", ds / "b.png"
+    )  # b.png and b.jpg share b.txt; an exact copy
     plan = find_duplicates(ds, None, near=False)
-    group = next(g for g in plan.groups if {m.path for m in g.members} == {"b.jpg", "b.png"})
-    assert [m.keep for m in group.members] == [True, False]  # same size: "b.jpg" < "b.png"
+    group = next(
+        g for g in plan.groups if {m.path for m in g.members} == {"b.jpg", "b.png"}
+    )
+    assert [m.keep for m in group.members] == [
+        True,
+        False,
+    ]  # same size: "b.jpg" < "b.png"
     batch = apply_plan(project, plan)
     assert "dataset/b.png" in batch.files and "dataset/b.txt" not in batch.files
     assert (ds / "b.txt").read_bytes() == b"big caption"
@@ -198,17 +257,31 @@ def test_a_group_with_nothing_kept_is_refused(project):
 def test_clip_embedder_shapes_normalisation_and_resized_copies(project, clip_dir):
     emb = dd.load_clip_embedder(str(clip_dir))
     assert emb.key.startswith("tiny-clip") and emb.device == "cpu"
-    ims = [smooth_image(2, 120, 90), smooth_image(2, 120, 90).resize((60, 45), Image.BICUBIC), smooth_image(3, 90, 120), smooth_image(4, 120, 90)]
+    ims = [
+        smooth_image(2, 120, 90),
+        smooth_image(2, 120, 90).resize((60, 45), Image.BICUBIC),
+        smooth_image(3, 90, 120),
+        smooth_image(4, 120, 90),
+    ]
     e = emb(ims)
     assert e.shape == (4, 32) and e.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     s = e @ e.T
     assert s[0, 1] >= 0.9998 and max(s[0, 2], s[0, 3]) < 0.995
-    np.testing.assert_allclose(emb(ims[:1]), e[:1], atol=1e-5)  # batching does not change a vector
+    np.testing.assert_allclose(
+        emb(ims[:1]), e[:1], atol=1e-5
+    )  # batching does not change a vector
 
-    plan = find_duplicates(project / "dataset", project / ".cache", threshold=0.999, embedder=emb)
-    assert _paths(plan) == [[("a.png", True), ("a_copy.png", False)], [("b.jpg", True), ("b_small.jpg", False)]]
-    cached = np.load(project / ".cache" / "dedupe" / f"embeddings-{dd._slug(emb.key)}.npz")
+    plan = find_duplicates(
+        project / "dataset", project / ".cache", threshold=0.999, embedder=emb
+    )
+    assert _paths(plan) == [
+        [("a.png", True), ("a_copy.png", False)],
+        [("b.jpg", True), ("b_small.jpg", False)],
+    ]
+    cached = np.load(
+        project / ".cache" / "dedupe" / f"embeddings-{dd._slug(emb.key)}.npz"
+    )
     assert cached["embedding"].shape == (4, 32) and cached["md5"].shape == (4,)
 
 
@@ -232,27 +305,62 @@ def test_open_clip_errors_are_plain(tmp_path, monkeypatch):
     assert str(tmp_path / "open_clip") in e.value.fix
 
 
-def test_open_clip_weights_found_in_our_cache_without_download(tmp_path, monkeypatch, clip_dir):
+def test_open_clip_weights_found_in_our_cache_without_download(
+    tmp_path, monkeypatch, clip_dir
+):
     """A file in <models_dir>/open_clip in the hub cache layout is used as is."""
     import open_clip
 
-    monkeypatch.setattr(open_clip, "download_pretrained", lambda *a, **k: pytest.fail("tried to download"))
+    monkeypatch.setattr(
+        open_clip,
+        "download_pretrained",
+        lambda *a, **k: pytest.fail("tried to download"),
+    )
     calls = []
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name, cache_dir=None: calls.append((repo, name, cache_dir)) or (str(clip_dir / "open_clip_model.safetensors") if cache_dir else None))
+    monkeypatch.setattr(
+        huggingface_hub,
+        "try_to_load_from_cache",
+        lambda repo, name, cache_dir=None: (
+            calls.append((repo, name, cache_dir))
+            or (str(clip_dir / "open_clip_model.safetensors") if cache_dir else None)
+        ),
+    )
     # the tiny weights do not fit ViT-B-32: loading fails, but only after the cache lookup succeeded
     with pytest.raises(StudioError, match="could not load ViT-B-32"):
         dd.load_open_clip("ViT-B-32", "laion2b_s34b_b79k", models_dir=tmp_path)
-    assert calls[0] == ("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors", str(tmp_path / "open_clip"))
+    assert calls[0] == (
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        "open_clip_model.safetensors",
+        str(tmp_path / "open_clip"),
+    )
 
 
 def test_cli_dedupe(project, clip_dir, capsys):
     root = project.parent
-    rc = main(["dedupe", "--project", "proj", "--root", str(root), "--model", str(clip_dir), "--threshold", "0.999"])
+    rc = main(
+        [
+            "dedupe",
+            "--project",
+            "proj",
+            "--root",
+            str(root),
+            "--model",
+            str(clip_dir),
+            "--threshold",
+            "0.999",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "b_small.jpg" in out and "a_copy.png" in out
     assert (project / "dataset" / "a_copy.png").exists()
-    rc = main(["dedupe", "--project", "proj", "--root", str(root), "--exact-only", "--apply"])
-    assert rc == 0 and not (project / "dataset" / "a_copy.png").exists() and (project / "dataset" / "b_small.jpg").exists()
+    rc = main(
+        ["dedupe", "--project", "proj", "--root", str(root), "--exact-only", "--apply"]
+    )
+    assert (
+        rc == 0
+        and not (project / "dataset" / "a_copy.png").exists()
+        and (project / "dataset" / "b_small.jpg").exists()
+    )
     assert "trash" in capsys.readouterr().out

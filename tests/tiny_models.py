@@ -28,7 +28,9 @@ TINY_LABELS = [
 ]  # fmt: skip
 
 
-def tiny_tagger_weights(n_tags: int = len(TINY_LABELS)) -> tuple[np.ndarray, np.ndarray]:
+def tiny_tagger_weights(
+    n_tags: int = len(TINY_LABELS),
+) -> tuple[np.ndarray, np.ndarray]:
     """(W (3, n_tags), b (n_tags,)) on the features (mean B, mean G, mean R) / 255.
 
     Rows follow TINY_LABELS. Each "<colour>_theme" tag is sigmoid(12 * (channel - 0.5)), so it
@@ -81,7 +83,9 @@ def _save_onnx(graph, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def write_tiny_tagger(folder: Path, size: int = 32, fixed_batch: int | None = None) -> Path:
+def write_tiny_tagger(
+    folder: Path, size: int = 32, fixed_batch: int | None = None
+) -> Path:
     """A WD-tagger folder: input (N, size, size, 3) float32 BGR 0-255 -> sigmoid((mean/255) @ W + b)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -90,7 +94,9 @@ def write_tiny_tagger(folder: Path, size: int = 32, fixed_batch: int | None = No
     W, b = tiny_tagger_weights()
     n = fixed_batch if fixed_batch is not None else "batch"
     nodes = [
-        helper.make_node("ReduceMean", ["input_1"], ["mean"], axes=[1, 2], keepdims=0),  # (N, 3)
+        helper.make_node(
+            "ReduceMean", ["input_1"], ["mean"], axes=[1, 2], keepdims=0
+        ),  # (N, 3)
         helper.make_node("Mul", ["mean", "inv255"], ["feat"]),
         helper.make_node("MatMul", ["feat", "W"], ["logits0"]),  # (N, n_tags)
         helper.make_node("Add", ["logits0", "b"], ["logits"]),
@@ -99,8 +105,16 @@ def write_tiny_tagger(folder: Path, size: int = 32, fixed_batch: int | None = No
     graph = helper.make_graph(
         nodes,
         "tiny_wd_tagger",
-        [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [n, size, size, 3])],
-        [helper.make_tensor_value_info("predictions_sigmoid", TensorProto.FLOAT, [n, len(TINY_LABELS)])],
+        [
+            helper.make_tensor_value_info(
+                "input_1", TensorProto.FLOAT, [n, size, size, 3]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                "predictions_sigmoid", TensorProto.FLOAT, [n, len(TINY_LABELS)]
+            )
+        ],
         initializer=[
             numpy_helper.from_array(np.array(1 / 255, np.float32), "inv255"),
             numpy_helper.from_array(W, "W"),
@@ -112,7 +126,13 @@ def write_tiny_tagger(folder: Path, size: int = 32, fixed_batch: int | None = No
     return folder
 
 
-def write_conv_tagger(folder: Path, size: int = 448, n_tags: int = 9000, widths=(32, 64, 128, 256), seed: int = 0) -> Path:
+def write_conv_tagger(
+    folder: Path,
+    size: int = 448,
+    n_tags: int = 9000,
+    widths=(32, 64, 128, 256),
+    seed: int = 0,
+) -> Path:
     """A random conv net with a WD tagger's contract (NHWC 448 in, n_tags sigmoid out) for benchmarks.
 
     Four stride-2 3x3 convs after a stride-4 stem, then global pooling and a dense head: a few
@@ -124,21 +144,39 @@ def write_conv_tagger(folder: Path, size: int = 448, n_tags: int = 9000, widths=
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     inits = [numpy_helper.from_array(np.array([0, 3, 1, 2], np.int64), "perm_unused")]
-    nodes = [helper.make_node("Transpose", ["input_1"], ["x0"], perm=[0, 3, 1, 2])]  # NHWC -> NCHW
+    nodes = [
+        helper.make_node("Transpose", ["input_1"], ["x0"], perm=[0, 3, 1, 2])
+    ]  # NHWC -> NCHW
     c_in, x = 3, "x0"
     stem = True
     for i, c_out in enumerate(widths):
         k, stride = (4, 4) if stem else (3, 2)
-        w = (rng.standard_normal((c_out, c_in, k, k)) * np.sqrt(2 / (c_in * k * k)) / (255 if stem else 1)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(c_out, np.float32), f"b{i}")]
+        w = (
+            rng.standard_normal((c_out, c_in, k, k))
+            * np.sqrt(2 / (c_in * k * k))
+            / (255 if stem else 1)
+        ).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(c_out, np.float32), f"b{i}"),
+        ]
         pads = [0, 0, 0, 0] if stem else [1, 1, 1, 1]
         nodes += [
-            helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], strides=[stride, stride], pads=pads),
+            helper.make_node(
+                "Conv",
+                [x, f"w{i}", f"b{i}"],
+                [f"c{i}"],
+                strides=[stride, stride],
+                pads=pads,
+            ),
             helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
         ]
         c_in, x, stem = c_out, f"r{i}", False
     head = (rng.standard_normal((c_in, n_tags)) / np.sqrt(c_in)).astype(np.float32)
-    inits += [numpy_helper.from_array(head, "head"), numpy_helper.from_array(np.full(n_tags, -2.0, np.float32), "hb")]
+    inits += [
+        numpy_helper.from_array(head, "head"),
+        numpy_helper.from_array(np.full(n_tags, -2.0, np.float32), "hb"),
+    ]
     nodes += [
         helper.make_node("GlobalAveragePool", [x], ["gp"]),  # (N, C, 1, 1)
         helper.make_node("Flatten", ["gp"], ["flat"]),
@@ -149,13 +187,23 @@ def write_conv_tagger(folder: Path, size: int = 448, n_tags: int = 9000, widths=
     graph = helper.make_graph(
         nodes,
         "conv_wd_tagger",
-        [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["batch", size, size, 3])],
-        [helper.make_tensor_value_info("predictions_sigmoid", TensorProto.FLOAT, ["batch", n_tags])],
+        [
+            helper.make_tensor_value_info(
+                "input_1", TensorProto.FLOAT, ["batch", size, size, 3]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                "predictions_sigmoid", TensorProto.FLOAT, ["batch", n_tags]
+            )
+        ],
         initializer=inits[1:],
     )
     _save_onnx(graph, folder / "model.onnx")
     labels = [("general", 9), ("sensitive", 9), ("questionable", 9), ("explicit", 9)]
-    labels += [(f"tag_{i}", 0) for i in range(n_tags - 4 - 100)] + [(f"character_{i}", 4) for i in range(100)]
+    labels += [(f"tag_{i}", 0) for i in range(n_tags - 4 - 100)] + [
+        (f"character_{i}", 4) for i in range(100)
+    ]
     write_labels_csv(folder / "selected_tags.csv", labels)
     return folder
 
@@ -165,8 +213,20 @@ def write_conv_tagger(folder: Path, size: int = 448, n_tags: int = 9000, widths=
 
 TINY_CLIP_CFG = {
     "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1},
+    "vision_cfg": {
+        "image_size": 64,
+        "layers": 2,
+        "width": 64,
+        "head_width": 32,
+        "patch_size": 16,
+    },
+    "text_cfg": {
+        "context_length": 16,
+        "vocab_size": 1000,
+        "width": 32,
+        "heads": 2,
+        "layers": 1,
+    },
 }
 
 # CoCa needs the real vocabulary size: generate() starts at token 49406 and stops at 49407.
@@ -185,7 +245,9 @@ TINY_COCA_CFG = {
 }  # fmt: skip
 
 
-def write_tiny_open_clip(folder: Path, cfg: dict = TINY_CLIP_CFG, seed: int = 0) -> Path:
+def write_tiny_open_clip(
+    folder: Path, cfg: dict = TINY_CLIP_CFG, seed: int = 0
+) -> Path:
     """An open_clip model folder (config + random safetensors weights), as on the Hugging Face hub."""
     import open_clip
     import torch
@@ -195,11 +257,16 @@ def write_tiny_open_clip(folder: Path, cfg: dict = TINY_CLIP_CFG, seed: int = 0)
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "model_cfg": json.loads(json.dumps(cfg)),
-        "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
+        "preprocess_cfg": {
+            "mean": list(open_clip.OPENAI_DATASET_MEAN),
+            "std": list(open_clip.OPENAI_DATASET_STD),
+        },
     }
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=1))
     torch.manual_seed(seed)
-    model = open_clip.create_model(f"local-dir:{folder}")  # no weights yet: random init of this config
+    model = open_clip.create_model(
+        f"local-dir:{folder}"
+    )  # no weights yet: random init of this config
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
     return folder

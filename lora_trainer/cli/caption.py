@@ -7,16 +7,50 @@ HELP = "caption a project's photos with CoCa (open_clip): short sentences, for r
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--project", required=True, help="project name (a folder under the root)")
-    parser.add_argument("--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)")
-    parser.add_argument("--model", default="coca_ViT-L-14", help="open_clip CoCa model name, or a folder with open_clip_config.json")
-    parser.add_argument("--pretrained", default="mscoco_finetuned_laion2b_s13b_b90k", help="pretrained tag or weights file")
-    parser.add_argument("--models-dir", help="where downloaded weights are kept (default: <root>/_models)")
-    parser.add_argument("--min-len", type=int, default=10, help="shortest caption in tokens (default 10)")
-    parser.add_argument("--max-len", type=int, default=75, help="longest caption in tokens (default 75)")
-    parser.add_argument("--beams", type=int, default=6, help="beam search width (default 6, in 3 groups)")
-    parser.add_argument("--mode", choices=["overwrite", "append", "skip"], default="overwrite", help="existing captions")
-    parser.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
+    parser.add_argument(
+        "--project", required=True, help="project name (a folder under the root)"
+    )
+    parser.add_argument(
+        "--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)"
+    )
+    parser.add_argument(
+        "--model",
+        default="coca_ViT-L-14",
+        help="open_clip CoCa model name, or a folder with open_clip_config.json",
+    )
+    parser.add_argument(
+        "--pretrained",
+        default="mscoco_finetuned_laion2b_s13b_b90k",
+        help="pretrained tag or weights file",
+    )
+    parser.add_argument(
+        "--models-dir",
+        help="where downloaded weights are kept (default: <root>/_models)",
+    )
+    parser.add_argument(
+        "--min-len",
+        type=int,
+        default=10,
+        help="shortest caption in tokens (default 10)",
+    )
+    parser.add_argument(
+        "--max-len", type=int, default=75, help="longest caption in tokens (default 75)"
+    )
+    parser.add_argument(
+        "--beams",
+        type=int,
+        default=6,
+        help="beam search width (default 6, in 3 groups)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["overwrite", "append", "skip"],
+        default="overwrite",
+        help="existing captions",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=8, help="images per batch (default 8)"
+    )
 
 
 def run(args) -> int:
@@ -30,14 +64,32 @@ def run(args) -> int:
     project = open_project(root, args.project)
     progress = ConsoleProgress()
     groups = 3 if args.beams % 3 == 0 else 1
-    settings = CocaSettings(min_len=args.min_len, max_len=args.max_len, num_beams=args.beams, num_beam_groups=groups)
+    settings = CocaSettings(
+        min_len=args.min_len,
+        max_len=args.max_len,
+        num_beams=args.beams,
+        num_beam_groups=groups,
+    )
     models_dir = Path(args.models_dir) if args.models_dir else project.root / "_models"
-    captioner = load_coca_captioner(args.model, args.pretrained, settings, models_dir, progress=progress)
-    result = caption_dataset(project.dataset_dir, project.dir, captioner, args.mode, args.batch, progress=progress)
+    captioner = load_coca_captioner(
+        args.model, args.pretrained, settings, models_dir, progress=progress
+    )
+    result = caption_dataset(
+        project.dataset_dir,
+        project.dir,
+        captioner,
+        args.mode,
+        args.batch,
+        progress=progress,
+    )
     w = result.write
-    print(f"Captioned {len(result.captions)} images: {w.written} caption files written, {w.unchanged} unchanged, {w.skipped} skipped.")
+    print(
+        f"Captioned {len(result.captions)} images: {w.written} caption files written, {w.unchanged} unchanged, {w.skipped} skipped."
+    )
     if result.failed:
-        print(f"Could not read {len(result.failed)} images: {', '.join(result.failed[:10])}")
+        print(
+            f"Could not read {len(result.failed)} images: {', '.join(result.failed[:10])}"
+        )
     if w.trash_batch:
         print(f"Previous captions kept in the trash, batch {w.trash_batch}.")
     for name, text in list(result.captions.items())[:10]:

@@ -11,25 +11,72 @@ def _comma_list(value: str) -> list[str]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--project", required=True, help="project name (a folder under the root)")
-    parser.add_argument("--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)")
+    parser.add_argument(
+        "--project", required=True, help="project name (a folder under the root)"
+    )
+    parser.add_argument(
+        "--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)"
+    )
     parser.add_argument(
         "--model-dir",
         default="wd-eva02-large-tagger-v3",
         help="a folder with model.onnx + selected_tags.csv, or a tagger name such as wd-eva02-large-tagger-v3 "
         "(downloaded once into --models-dir; default wd-eva02-large-tagger-v3)",
     )
-    parser.add_argument("--model-dir2", help="a second tagger; its new tags are added (the Dataset Maker's 'Both')")
-    parser.add_argument("--models-dir", help="where named taggers are kept (default: <root>/_models)")
-    parser.add_argument("--threshold", type=float, default=0.35, help="general tag threshold (default 0.35)")
-    parser.add_argument("--character-threshold", type=float, default=0.85, help="character tag threshold (default 0.85)")
-    parser.add_argument("--no-characters", action="store_true", help="leave character names out")
-    parser.add_argument("--mcut", action="store_true", help="pick thresholds per image with MCut instead")
-    parser.add_argument("--blacklist", type=_comma_list, default=[], metavar="T1,T2", help="tags never written")
-    parser.add_argument("--escape", action="store_true", help="write \\( \\) for WebUI prompts (not for training)")
-    parser.add_argument("--mode", choices=["overwrite", "append", "skip"], default="overwrite", help="existing captions")
-    parser.add_argument("--batch", type=int, default=8, help="images per inference batch (default 8)")
-    parser.add_argument("--top", type=int, default=50, help="how many of the top tags to print (default 50)")
+    parser.add_argument(
+        "--model-dir2",
+        help="a second tagger; its new tags are added (the Dataset Maker's 'Both')",
+    )
+    parser.add_argument(
+        "--models-dir", help="where named taggers are kept (default: <root>/_models)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.35,
+        help="general tag threshold (default 0.35)",
+    )
+    parser.add_argument(
+        "--character-threshold",
+        type=float,
+        default=0.85,
+        help="character tag threshold (default 0.85)",
+    )
+    parser.add_argument(
+        "--no-characters", action="store_true", help="leave character names out"
+    )
+    parser.add_argument(
+        "--mcut",
+        action="store_true",
+        help="pick thresholds per image with MCut instead",
+    )
+    parser.add_argument(
+        "--blacklist",
+        type=_comma_list,
+        default=[],
+        metavar="T1,T2",
+        help="tags never written",
+    )
+    parser.add_argument(
+        "--escape",
+        action="store_true",
+        help="write \\( \\) for WebUI prompts (not for training)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["overwrite", "append", "skip"],
+        default="overwrite",
+        help="existing captions",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=8, help="images per inference batch (default 8)"
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=50,
+        help="how many of the top tags to print (default 50)",
+    )
 
 
 def run(args) -> int:
@@ -52,11 +99,23 @@ def run(args) -> int:
     )
     models = [args.model_dir] + ([args.model_dir2] if args.model_dir2 else [])
     models_dir = Path(args.models_dir) if args.models_dir else project.root / "_models"
-    result = tag_dataset(project.dataset_dir, project.dir, models, settings, args.mode, models_dir, progress=ConsoleProgress())
+    result = tag_dataset(
+        project.dataset_dir,
+        project.dir,
+        models,
+        settings,
+        args.mode,
+        models_dir,
+        progress=ConsoleProgress(),
+    )
     w = result.write
-    print(f"Tagged {len(result.tags)} images: {w.written} caption files written, {w.unchanged} unchanged, {w.skipped} skipped.")
+    print(
+        f"Tagged {len(result.tags)} images: {w.written} caption files written, {w.unchanged} unchanged, {w.skipped} skipped."
+    )
     if result.failed:
-        print(f"Could not read {len(result.failed)} images: {', '.join(result.failed[:10])}")
+        print(
+            f"Could not read {len(result.failed)} images: {', '.join(result.failed[:10])}"
+        )
     if w.trash_batch:
         print(f"Previous captions kept in the trash, batch {w.trash_batch}.")
     print(f"Top {args.top} tags in the dataset:")

@@ -19,10 +19,11 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Mapping, Sequence
+from typing import Literal
 
 from ..errors import StudioError
 from ..fileio import write_text
@@ -39,7 +40,10 @@ CAPTION_MODES: tuple[str, ...] = ("overwrite", "append", "skip")
 
 def check_mode(mode: str) -> str:
     if mode not in CAPTION_MODES:
-        raise StudioError(f"Unknown caption mode {mode!r}.", f"Use one of: {', '.join(CAPTION_MODES)}.")
+        raise StudioError(
+            f"Unknown caption mode {mode!r}.",
+            f"Use one of: {', '.join(CAPTION_MODES)}.",
+        )
     return mode
 
 
@@ -58,7 +62,9 @@ class CaptionWriteResult:
     written: int  # caption files created or changed
     unchanged: int  # the new caption equalled the old one, so the file was left alone
     skipped: int  # skip mode, the image already had a caption
-    trash_batch: str | None  # restoring this batch undoes the run (new caption files go away too)
+    trash_batch: (
+        str | None
+    )  # restoring this batch undoes the run (new caption files go away too)
 
 
 def write_captions(
@@ -84,12 +90,16 @@ def write_captions(
             skipped += 1
             continue
         body = merge_caption(old.body, text) if mode == "append" else text.strip()
-        new = old.text_for(body) if old.exists else body  # keeps a BOM and the line ending
+        new = (
+            old.text_for(body) if old.exists else body
+        )  # keeps a BOM and the line ending
         if old.exists and old.text_for(old.body) == new:
             unchanged += 1
             continue
         planned[old.path] = new
-    batch = _keep_previous(Path(project_dir), list(planned), reason) if planned else None
+    batch = (
+        _keep_previous(Path(project_dir), list(planned), reason) if planned else None
+    )
     for path, text in planned.items():
         write_text(path, text)
     return CaptionWriteResult(len(planned), unchanged, skipped, batch)
@@ -103,7 +113,9 @@ def count_tags(dataset_dir: str | os.PathLike) -> Counter:
 # ----------------------------------------------------------------------------------------------
 # Photo captions
 
-CaptionFn = Callable[[list], list]  # list[PIL.Image] -> list[str], one caption per image
+CaptionFn = Callable[
+    [list], list
+]  # list[PIL.Image] -> list[str], one caption per image
 
 DEFAULT_COCA_MODEL = "coca_ViT-L-14"
 DEFAULT_COCA_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"  # the captioning fine-tune, not the alt-text one
@@ -124,7 +136,9 @@ class CocaSettings:
     min_len: int = 10  # the Dataset Maker's caption_min (tokens)
     max_len: int = 75  # the Dataset Maker's caption_max; open_clip counts the start token in it too
     num_beams: int = 6  # open_clip's generate() default
-    num_beam_groups: int = 3  # open_clip's default: diverse beam search, 2 beams per group
+    num_beam_groups: int = (
+        3  # open_clip's default: diverse beam search, 2 beams per group
+    )
     repetition_penalty: float = 1.0
 
     def validate(self) -> None:
@@ -133,7 +147,11 @@ class CocaSettings:
                 f"Caption lengths min {self.min_len} / max {self.max_len} are out of range.",
                 "Use 1 <= min < max <= 76 (CoCa's context is 76 tokens).",
             )
-        if self.num_beams < 1 or self.num_beam_groups < 1 or self.num_beams % self.num_beam_groups:
+        if (
+            self.num_beams < 1
+            or self.num_beam_groups < 1
+            or self.num_beams % self.num_beam_groups
+        ):
             raise StudioError(
                 f"num_beams {self.num_beams} is not a positive multiple of num_beam_groups {self.num_beam_groups}.",
                 "Use e.g. 6 beams in 3 groups, or 3 beams in 1 group.",
@@ -143,7 +161,13 @@ class CocaSettings:
 class CocaCaptioner:
     """A `caption_fn` over an open_clip CoCa model: preprocess, beam search, decode, clean."""
 
-    def __init__(self, model, preprocess, settings: CocaSettings = CocaSettings(), device: str = "cpu"):
+    def __init__(
+        self,
+        model,
+        preprocess,
+        settings: CocaSettings = CocaSettings(),
+        device: str = "cpu",
+    ):
         settings.validate()
         self.model = model.eval()
         self.preprocess = preprocess
@@ -155,7 +179,9 @@ class CocaCaptioner:
         import torch
 
         s = self.settings
-        batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)  # (B, 3, H, W)
+        batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(
+            self.device
+        )  # (B, 3, H, W)
         with torch.no_grad(), _autocast(self.device):
             # seq_len counts the start token, hence +1 so max_len is the caption's own token budget
             ids = self.model.generate(
@@ -176,7 +202,11 @@ def _autocast(device: str):
     import torch
 
     # fp16 autocast on CUDA as open_clip's README does; full precision on CPU
-    return torch.autocast("cuda") if str(device).startswith("cuda") else contextlib.nullcontext()
+    return (
+        torch.autocast("cuda")
+        if str(device).startswith("cuda")
+        else contextlib.nullcontext()
+    )
 
 
 def load_coca_captioner(
@@ -190,7 +220,9 @@ def load_coca_captioner(
     """Load a CoCa model (a built-in name with a pretrained tag or file, or a local open_clip folder)."""
     from .dedupe import load_open_clip
 
-    loaded = load_open_clip(model, pretrained, models_dir=models_dir, device=device, progress=progress)
+    loaded = load_open_clip(
+        model, pretrained, models_dir=models_dir, device=device, progress=progress
+    )
     if not hasattr(loaded.model, "generate"):
         raise StudioError(
             f"The open_clip model {model!r} cannot write captions (it is not a CoCa model).",
@@ -201,7 +233,9 @@ def load_coca_captioner(
 
 @dataclass(frozen=True)
 class CaptionResult:
-    captions: dict[str, str]  # image path relative to the dataset folder -> the caption written
+    captions: dict[
+        str, str
+    ]  # image path relative to the dataset folder -> the caption written
     write: CaptionWriteResult
     failed: tuple[str, ...]  # images that could not be read
 
@@ -213,7 +247,9 @@ def _open_rgb(path: Path):
         return im.convert("RGB")
 
 
-def iter_loaded(paths: Sequence[Path], batch_size: int, workers: int, load: Callable) -> Iterator[tuple[list[Path], list]]:
+def iter_loaded(
+    paths: Sequence[Path], batch_size: int, workers: int, load: Callable
+) -> Iterator[tuple[list[Path], list]]:
     """Yield `(paths, loaded)` per batch; the next batch decodes in worker threads meanwhile.
 
     `load(path)` returns the decoded item or raises OSError/ValueError (unreadable file); such
@@ -224,11 +260,17 @@ def iter_loaded(paths: Sequence[Path], batch_size: int, workers: int, load: Call
     def safe(path):
         try:
             return load(path)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for broken files
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+        ) as e:  # PIL raises all three for broken files
             return e
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending = [pool.map(safe, chunk) for chunk in chunks[:2]]  # the current and the next batch
+        pending = [
+            pool.map(safe, chunk) for chunk in chunks[:2]
+        ]  # the current and the next batch
         for i, chunk in enumerate(chunks):
             loaded = list(pending.pop(0))
             if i + 2 < len(chunks):
@@ -261,22 +303,39 @@ def caption_dataset(
     for paths, loaded in iter_loaded(images, batch_size, workers, _open_rgb):
         if cancel:
             cancel.raise_if_cancelled()
-        good = [(p, im) for p, im in zip(paths, loaded) if not isinstance(im, Exception)]
+        good = [
+            (p, im) for p, im in zip(paths, loaded) if not isinstance(im, Exception)
+        ]
         for p, im in zip(paths, loaded):
             if isinstance(im, Exception):
                 failed.append(p.relative_to(dataset_dir).as_posix())
-                progress(ProgressEvent(log=f"skipped {p.name}: it cannot be read as an image ({im})"))
+                progress(
+                    ProgressEvent(
+                        log=f"skipped {p.name}: it cannot be read as an image ({im})"
+                    )
+                )
         if good:
             texts = caption_fn([im for _, im in good])
             if len(texts) != len(good):
-                raise RuntimeError(f"caption_fn returned {len(texts)} captions for {len(good)} images")
+                raise RuntimeError(
+                    f"caption_fn returned {len(texts)} captions for {len(good)} images"
+                )
             captions.update({p: t for (p, _), t in zip(good, texts)})
         done = len(captions) + len(failed)
-        progress(ProgressEvent(done / max(1, len(images)), f"captioned {done}/{len(images)}", _eta(start, done, len(images))))
+        progress(
+            ProgressEvent(
+                done / max(1, len(images)),
+                f"captioned {done}/{len(images)}",
+                _eta(start, done, len(images)),
+            )
+        )
     write = write_captions(project_dir, captions, mode, "caption: previous captions")
     write = replace(write, skipped=write.skipped + len(every) - len(images))
     progress(ProgressEvent(1.0, f"wrote {write.written} captions"))
-    rel = {p.relative_to(dataset_dir).as_posix(): read_caption_file(p).body for p in captions}
+    rel = {
+        p.relative_to(dataset_dir).as_posix(): read_caption_file(p).body
+        for p in captions
+    }
     return CaptionResult(rel, write, tuple(failed))
 
 

@@ -20,9 +20,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,9 +35,13 @@ from .tag_editor import find_images
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"  # the cheapest CLIP; 512-d
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
-DEFAULT_THRESHOLD = 0.985  # the Dataset Maker's similarity_threshold; its text recommends 0.97-0.99
+DEFAULT_THRESHOLD = (
+    0.985  # the Dataset Maker's similarity_threshold; its text recommends 0.97-0.99
+)
 CACHE_SUBDIR = "dedupe"
-EMBED_MAX_SIDE = 448  # images are shrunk to this while decoding: CLIP sees 224 px anyway
+EMBED_MAX_SIDE = (
+    448  # images are shrunk to this while decoding: CLIP sees 224 px anyway
+)
 
 # ----------------------------------------------------------------------------------------------
 # open_clip models (shared with the CoCa captioner)
@@ -52,7 +56,9 @@ class LoadedOpenClip:
 
 
 def _weights_help(model: str, pretrained: str, where: str, repo: str) -> str:
-    source = f"https://huggingface.co/{repo}" if repo else "the URL open_clip lists for it"
+    source = (
+        f"https://huggingface.co/{repo}" if repo else "the URL open_clip lists for it"
+    )
     return (
         f"Run this once while online (the weights are then kept in {where}), or download the weights file "
         f"from {source} and pass its path as the pretrained value, or pass a folder holding "
@@ -60,12 +66,17 @@ def _weights_help(model: str, pretrained: str, where: str, repo: str) -> str:
     )
 
 
-def _find_weights(model: str, pretrained: str | None, cache_dir: Path | None, progress: ProgressFn) -> str:
+def _find_weights(
+    model: str, pretrained: str | None, cache_dir: Path | None, progress: ProgressFn
+) -> str:
     """A local file with the weights of `model` / `pretrained`; downloaded first when online."""
     import open_clip
 
     if not pretrained:
-        raise StudioError(f"No weights were given for the open_clip model {model}.", f"Use e.g. pretrained {DEFAULT_CLIP_PRETRAINED!r}.")
+        raise StudioError(
+            f"No weights were given for the open_clip model {model}.",
+            f"Use e.g. pretrained {DEFAULT_CLIP_PRETRAINED!r}.",
+        )
     if os.path.isfile(pretrained):
         return pretrained
     cfg = open_clip.get_pretrained_cfg(model, pretrained)
@@ -82,24 +93,42 @@ def _find_weights(model: str, pretrained: str | None, cache_dir: Path | None, pr
             from huggingface_hub import try_to_load_from_cache
         except ImportError:
             try_to_load_from_cache = None
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        names = (
+            [filename]
+            if filename
+            else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        )
         for name in names if try_to_load_from_cache else []:
-            for cache in ([str(cache_dir)] if cache_dir else []) + [None]:  # ours, then the user's HF cache
+            for cache in ([str(cache_dir)] if cache_dir else []) + [
+                None
+            ]:  # ours, then the user's HF cache
                 found = try_to_load_from_cache(repo, name, cache_dir=cache)
                 if isinstance(found, str):
                     return found
     where = str(cache_dir) if cache_dir else "the Hugging Face cache"
-    progress(ProgressEvent(log=f"downloading the open_clip weights {model} / {pretrained} into {where}"))
+    progress(
+        ProgressEvent(
+            log=f"downloading the open_clip weights {model} / {pretrained} into {where}"
+        )
+    )
     try:
-        path = open_clip.download_pretrained(cfg, cache_dir=str(cache_dir) if cache_dir else None)
-    except (OSError, RuntimeError) as e:  # open_clip turns hub errors into FileNotFoundError
+        path = open_clip.download_pretrained(
+            cfg, cache_dir=str(cache_dir) if cache_dir else None
+        )
+    except (
+        OSError,
+        RuntimeError,
+    ) as e:  # open_clip turns hub errors into FileNotFoundError
         raise StudioError(
             f"The open_clip weights {model} / {pretrained} are not on this computer and could not be downloaded "
             f"({type(e).__name__}).",
             _weights_help(model, pretrained, where, repo),
         ) from None
     if not path:
-        raise StudioError(f"open_clip has no download for {model} / {pretrained}.", _weights_help(model, pretrained, where, repo))
+        raise StudioError(
+            f"open_clip has no download for {model} / {pretrained}.",
+            _weights_help(model, pretrained, where, repo),
+        )
     return path
 
 
@@ -123,31 +152,61 @@ def load_open_clip(
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     kwargs = {}
-    if resize_mode and "image_resize_mode" in inspect.signature(open_clip.create_model_and_transforms).parameters:
+    if (
+        resize_mode
+        and "image_resize_mode"
+        in inspect.signature(open_clip.create_model_and_transforms).parameters
+    ):
         kwargs["image_resize_mode"] = resize_mode
-    folder = Path(model[len("local-dir:") :] if model.startswith("local-dir:") else model)
+    folder = Path(model.removeprefix("local-dir:"))
     if model.startswith("local-dir:") or folder.is_dir():
         if not (folder / "open_clip_config.json").is_file():
-            raise StudioError(f"The folder {folder} has no open_clip_config.json.", "Download the whole model repository folder.")
+            raise StudioError(
+                f"The folder {folder} has no open_clip_config.json.",
+                "Download the whole model repository folder.",
+            )
         weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
         if not weights:
-            raise StudioError(f"The open_clip folder {folder} has no weights file.", "Put open_clip_model.safetensors there.")
+            raise StudioError(
+                f"The open_clip folder {folder} has no weights file.",
+                "Put open_clip_model.safetensors there.",
+            )
         name, checkpoint = f"local-dir:{folder}", None
         key = f"{folder.name}-{weights[0].stat().st_size}"
     else:
         if open_clip.get_model_config(model) is None:
-            raise StudioError(f"open_clip has no model named {model!r}.", f"Use e.g. {DEFAULT_CLIP_MODEL} or coca_ViT-L-14.")
+            raise StudioError(
+                f"open_clip has no model named {model!r}.",
+                f"Use e.g. {DEFAULT_CLIP_MODEL} or coca_ViT-L-14.",
+            )
         cache_dir = Path(models_dir) / "open_clip" if models_dir else None
         checkpoint = _find_weights(model, pretrained, cache_dir, progress)
         cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
-        for ours, theirs in (("image_mean", "mean"), ("image_std", "std"), ("image_interpolation", "interpolation")):
-            if theirs in cfg:  # a file path skips open_clip's tag lookup, so pass the tag's preprocessing on
+        for ours, theirs in (
+            ("image_mean", "mean"),
+            ("image_std", "std"),
+            ("image_interpolation", "interpolation"),
+        ):
+            if (
+                theirs in cfg
+            ):  # a file path skips open_clip's tag lookup, so pass the tag's preprocessing on
                 kwargs[ours] = cfg[theirs]
         name, key = model, f"{model}/{pretrained if cfg else Path(checkpoint).name}"
     try:
-        m, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=checkpoint, device=device, **kwargs)
-    except (RuntimeError, ValueError, OSError, KeyError, AssertionError) as e:  # open_clip asserts shapes
-        raise StudioError(f"open_clip could not load {model}: {e}", "Check that the weights belong to this model.") from None
+        m, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=checkpoint, device=device, **kwargs
+        )
+    except (
+        RuntimeError,
+        ValueError,
+        OSError,
+        KeyError,
+        AssertionError,
+    ) as e:  # open_clip asserts shapes
+        raise StudioError(
+            f"open_clip could not load {model}: {e}",
+            "Check that the weights belong to this model.",
+        ) from None
     progress(ProgressEvent(log=f"open_clip {key} loaded on {device}"))
     return LoadedOpenClip(m.eval(), preprocess, device, key)
 
@@ -172,7 +231,9 @@ class ClipEmbedder:
     def __call__(self, images: list) -> np.ndarray:
         import torch
 
-        x = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # (B, 3, S, S)
+        x = torch.stack([self.preprocess(im) for im in images]).to(
+            self.device
+        )  # (B, 3, S, S)
         with torch.no_grad():
             e = self.model.encode_image(x, normalize=True)  # (B, D)
         return e.float().cpu().numpy()
@@ -186,7 +247,16 @@ def load_clip_embedder(
     progress: ProgressFn = no_progress,
 ) -> ClipEmbedder:
     # squash: a tall image and its copy are compared whole, not by their centre crops
-    return ClipEmbedder(load_open_clip(model, pretrained, models_dir, device, resize_mode="squash", progress=progress))
+    return ClipEmbedder(
+        load_open_clip(
+            model,
+            pretrained,
+            models_dir,
+            device,
+            resize_mode="squash",
+            progress=progress,
+        )
+    )
 
 
 def _load_for_embedding(path: Path):
@@ -195,7 +265,9 @@ def _load_for_embedding(path: Path):
     from .images import to_rgb
 
     with Image.open(path) as im:
-        im.draft("RGB", (EMBED_MAX_SIDE, EMBED_MAX_SIDE))  # JPEG decodes at a reduced scale: much faster
+        im.draft(
+            "RGB", (EMBED_MAX_SIDE, EMBED_MAX_SIDE)
+        )  # JPEG decodes at a reduced scale: much faster
         im = to_rgb(im)
     im.thumbnail((EMBED_MAX_SIDE, EMBED_MAX_SIDE), Image.BICUBIC)
     return im
@@ -217,7 +289,12 @@ def _load_md5_memo(path: Path) -> dict[str, list]:
         return {}  # a missing or damaged cache is rebuilt
 
 
-def file_md5s(dataset_dir: Path, images: Sequence[Path], cache_dir: Path | None, cancel: CancelToken | None = None) -> list[str]:
+def file_md5s(
+    dataset_dir: Path,
+    images: Sequence[Path],
+    cache_dir: Path | None,
+    cancel: CancelToken | None = None,
+) -> list[str]:
     """md5 per image, reusing the memo for files whose size and mtime did not change."""
     from .images import file_md5
 
@@ -230,7 +307,11 @@ def file_md5s(dataset_dir: Path, images: Sequence[Path], cache_dir: Path | None,
         st = p.stat()
         rel = p.relative_to(dataset_dir).as_posix()
         entry = memo.get(rel)
-        digest = entry[2] if isinstance(entry, list) and entry[:2] == [st.st_size, st.st_mtime_ns] else file_md5(p)
+        digest = (
+            entry[2]
+            if isinstance(entry, list) and entry[:2] == [st.st_size, st.st_mtime_ns]
+            else file_md5(p)
+        )
         fresh[rel] = [st.st_size, st.st_mtime_ns, digest]
         out.append(digest)
     if memo_path and fresh != memo:
@@ -248,8 +329,15 @@ def _load_embedding_cache(path: Path) -> dict[str, np.ndarray]:
 
 def _save_embedding_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
     keys = sorted(cache)
-    emb = np.stack([cache[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 0), np.float32)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+    emb = (
+        np.stack([cache[k] for k in keys]).astype(np.float32)
+        if keys
+        else np.zeros((0, 0), np.float32)
+    )
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as f,
+    ):  # a file object: np.savez would append ".npz" to a name
         np.savez(f, md5=np.array(keys, dtype="U32"), embedding=emb)
 
 
@@ -264,30 +352,50 @@ def embed_files(
 ) -> tuple[dict[str, np.ndarray], list[Path]]:
     """One unit embedding per distinct content (md5), computed only for contents not in the cache."""
     key = getattr(embedder, "key", None)
-    cache_path = cache_dir / CACHE_SUBDIR / f"embeddings-{_slug(key)}.npz" if cache_dir and key else None
+    cache_path = (
+        cache_dir / CACHE_SUBDIR / f"embeddings-{_slug(key)}.npz"
+        if cache_dir and key
+        else None
+    )
     cache = _load_embedding_cache(cache_path) if cache_path else {}
     todo = [(m, p) for m, p in paths_by_md5.items() if m not in cache]
     failed: list[Path] = []
     md5_of = {p: m for m, p in todo}
     start, done = time.monotonic(), 0
     new: dict[str, np.ndarray] = {}
-    for paths, images in iter_loaded([p for _, p in todo], batch_size, workers, _load_for_embedding):
+    for paths, images in iter_loaded(
+        [p for _, p in todo], batch_size, workers, _load_for_embedding
+    ):
         if cancel:
             cancel.raise_if_cancelled()
-        good = [(p, im) for p, im in zip(paths, images) if not isinstance(im, Exception)]
+        good = [
+            (p, im) for p, im in zip(paths, images) if not isinstance(im, Exception)
+        ]
         for p, im in zip(paths, images):
             if isinstance(im, Exception):
                 failed.append(p)
-                progress(ProgressEvent(log=f"skipped {p.name}: it cannot be read as an image ({im})"))
+                progress(
+                    ProgressEvent(
+                        log=f"skipped {p.name}: it cannot be read as an image ({im})"
+                    )
+                )
         if good:
             emb = np.asarray(embedder([im for _, im in good]), dtype=np.float32)
             if emb.ndim != 2 or emb.shape[0] != len(good):
-                raise RuntimeError(f"the embedder returned shape {emb.shape} for {len(good)} images")
+                raise RuntimeError(
+                    f"the embedder returned shape {emb.shape} for {len(good)} images"
+                )
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
             new.update({md5_of[p]: e for (p, _), e in zip(good, emb)})
         done += len(paths)
         eta = (time.monotonic() - start) / done * (len(todo) - done)
-        progress(ProgressEvent(0.1 + 0.85 * done / max(1, len(todo)), f"embedded {done}/{len(todo)} images", eta))
+        progress(
+            ProgressEvent(
+                0.1 + 0.85 * done / max(1, len(todo)),
+                f"embedded {done}/{len(todo)} images",
+                eta,
+            )
+        )
     cache.update(new)
     if cache_path and new:
         _save_embedding_cache(cache_path, cache)
@@ -298,7 +406,9 @@ def embed_files(
 # Grouping
 
 
-def similar_pairs(emb: np.ndarray, threshold: float, block: int = 1024) -> list[tuple[int, int, float]]:
+def similar_pairs(
+    emb: np.ndarray, threshold: float, block: int = 1024
+) -> list[tuple[int, int, float]]:
     """(i, j, cosine) for i < j with cosine >= threshold; rows of `emb` are unit vectors.
 
     Block-wise so memory stays at block x N floats (20 000 images: 80 MB, not a 3 GB matrix).
@@ -341,7 +451,9 @@ class DedupeMember:
     height: int
     size_bytes: int
     md5: str
-    similarity: float  # the highest similarity to another member (1.0 for an identical file)
+    similarity: (
+        float  # the highest similarity to another member (1.0 for an identical file)
+    )
     keep: bool = False
 
 
@@ -365,7 +477,9 @@ class DedupePlan:
     dataset_dir: Path
     threshold: float | None  # None when only exact copies were looked for
     groups: list[DedupeGroup]
-    failed: tuple[str, ...] = field(default=())  # unreadable images, left out of near matching
+    failed: tuple[str, ...] = field(
+        default=()
+    )  # unreadable images, left out of near matching
     images: int = 0  # images examined
 
     def set_keep(self, group: int, path: str, keep: bool) -> None:
@@ -412,7 +526,10 @@ def find_duplicates(
     `embedder` defaults to `load_clip_embedder()` (ViT-B-32 / laion2b_s34b_b79k) when `near`.
     """
     if near and not 0.0 < threshold <= 1.0:
-        raise StudioError(f"The similarity threshold {threshold} is out of range.", "Use a value in (0, 1]; 0.97-0.99 suits CLIP.")
+        raise StudioError(
+            f"The similarity threshold {threshold} is out of range.",
+            "Use a value in (0, 1]; 0.97-0.99 suits CLIP.",
+        )
     dataset_dir = Path(dataset_dir)
     cache_dir = Path(cache_dir) if cache_dir else None
     images = find_images(dataset_dir)
@@ -430,11 +547,22 @@ def find_duplicates(
     if near and len(first_of) > 1:
         if embedder is None:
             embedder = load_clip_embedder(progress=progress)
-        emb_by_md5, failed = embed_files({m: images[i] for m, i in first_of.items()}, embedder, cache_dir, batch_size, workers, progress, cancel)
+        emb_by_md5, failed = embed_files(
+            {m: images[i] for m, i in first_of.items()},
+            embedder,
+            cache_dir,
+            batch_size,
+            workers,
+            progress,
+            cancel,
+        )
         uniq = [m for m in first_of if m in emb_by_md5]
         if uniq:
             emb = np.stack([emb_by_md5[m] for m in uniq])
-            pairs += [(first_of[uniq[a]], first_of[uniq[b]], s) for a, b, s in similar_pairs(emb, threshold)]
+            pairs += [
+                (first_of[uniq[a]], first_of[uniq[b]], s)
+                for a, b, s in similar_pairs(emb, threshold)
+            ]
     best = np.zeros(len(images))
     for a, b, s in pairs:
         best[a], best[b] = max(best[a], s), max(best[b], s)
@@ -444,7 +572,9 @@ def find_duplicates(
         min(members, key=keep_order_key).keep = True
         groups.append(DedupeGroup(sorted(members, key=keep_order_key)))
     failed_rel = tuple(p.relative_to(dataset_dir).as_posix() for p in failed)
-    plan = DedupePlan(dataset_dir, threshold if near else None, groups, failed_rel, len(images))
+    plan = DedupePlan(
+        dataset_dir, threshold if near else None, groups, failed_rel, len(images)
+    )
     progress(ProgressEvent(1.0, plan.summary()))
     return plan
 
@@ -457,11 +587,16 @@ def apply_plan(project_dir: str | os.PathLike, plan: DedupePlan) -> TrashBatch |
     """
     for n, g in enumerate(plan.groups, 1):
         if not any(m.keep for m in g.members):
-            raise StudioError(f"Duplicate group {n} has no image marked to keep.", "Tick at least one image per group.")
+            raise StudioError(
+                f"Duplicate group {n} has no image marked to keep.",
+                "Tick at least one image per group.",
+            )
     doomed = {plan.dataset_dir / rel for rel in plan.removals()}
     if not doomed:
         return None
-    staying_captions = {p.with_suffix(".txt") for p in find_images(plan.dataset_dir) if p not in doomed}
+    staying_captions = {
+        p.with_suffix(".txt") for p in find_images(plan.dataset_dir) if p not in doomed
+    }
     paths = []
     for p in sorted(doomed):
         paths.append(p)

@@ -16,15 +16,22 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import StudioError
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
-from .captioner import CaptionWriteResult, check_mode, count_tags, iter_loaded, needs_caption, write_captions
+from .captioner import (
+    CaptionWriteResult,
+    check_mode,
+    count_tags,
+    iter_loaded,
+    needs_caption,
+    write_captions,
+)
 from .tag_editor import find_images
 from .tags import join_tags
 
@@ -51,7 +58,10 @@ KNOWN_TAGGERS = {
     )
 }
 DEFAULT_TAGGER = "wd-eva02-large-tagger-v3"
-BOTH_TAGGERS = ("wd-eva02-large-tagger-v3", "wd-vit-large-tagger-v3")  # the Dataset Maker's "Both"
+BOTH_TAGGERS = (
+    "wd-eva02-large-tagger-v3",
+    "wd-vit-large-tagger-v3",
+)  # the Dataset Maker's "Both"
 
 # Emoticons whose underscores are part of the face; the list the official space and the WebUI
 # tagger extensions share.
@@ -80,7 +90,10 @@ def load_labels(csv_path: str | os.PathLike) -> Labels:
         with open(csv_path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except OSError as e:
-        raise StudioError(f"Cannot read the tag list {csv_path}: {e.strerror}.", f"Put the model's {LABELS_FILE} there.") from None
+        raise StudioError(
+            f"Cannot read the tag list {csv_path}: {e.strerror}.",
+            f"Put the model's {LABELS_FILE} there.",
+        ) from None
     if not rows or rows[0][:3] != ["tag_id", "name", "category"]:
         raise StudioError(
             f"{csv_path} does not look like a WD tagger tag list (its header is {rows[0][:4] if rows else 'empty'}).",
@@ -90,7 +103,9 @@ def load_labels(csv_path: str | os.PathLike) -> Labels:
         names = tuple(r[1] for r in rows[1:])
         categories = np.array([int(r[2]) for r in rows[1:]], dtype=np.int64)
     except (IndexError, ValueError):
-        raise StudioError(f"{csv_path} has a malformed row.", "Download selected_tags.csv again.") from None
+        raise StudioError(
+            f"{csv_path} has a malformed row.", "Download selected_tags.csv again."
+        ) from None
     return Labels(names, categories)
 
 
@@ -124,11 +139,17 @@ def mcut_threshold(probs: np.ndarray) -> float:
 class TagSettings:
     threshold: float = 0.35  # the official space's general threshold
     character_threshold: float = 0.85  # the official space's character threshold
-    characters: bool = True  # the Dataset Maker leaves names out unless asked (its 1.1 threshold)
+    characters: bool = (
+        True  # the Dataset Maker leaves names out unless asked (its 1.1 threshold)
+    )
     mcut: bool = False  # MCut replaces both thresholds; characters keep at least 0.15 as in the space
-    blacklist: tuple[str, ...] = ()  # tags never written, in either spelling (underscores or spaces)
+    blacklist: tuple[
+        str, ...
+    ] = ()  # tags never written, in either spelling (underscores or spaces)
     escape: bool = False  # `\(` `\)` for pasting into WebUI prompts; training captions stay literal
-    batch_size: int = 8  # the Dataset Maker's batch; models with a fixed batch of 1 run one by one
+    batch_size: int = (
+        8  # the Dataset Maker's batch; models with a fixed batch of 1 run one by one
+    )
     workers: int = 2  # decoding threads
 
     def validate(self) -> None:
@@ -137,7 +158,9 @@ class TagSettings:
             if not 0.0 <= value <= 1.0:
                 raise StudioError(f"{name} is {value}.", "Use a value between 0 and 1.")
         if self.batch_size < 1 or self.workers < 1:
-            raise StudioError(f"batch_size {self.batch_size} / workers {self.workers} must be at least 1.")
+            raise StudioError(
+                f"batch_size {self.batch_size} / workers {self.workers} must be at least 1."
+            )
 
 
 def select_tags(probs: np.ndarray, labels: Labels, settings: TagSettings) -> list[str]:
@@ -154,7 +177,11 @@ def select_tags(probs: np.ndarray, labels: Labels, settings: TagSettings) -> lis
         tags = [format_tag(labels.names[i]) for i in idx]
         return [t for t in tags if t not in blacklist]
 
-    chars = pick(CHARACTER, settings.character_threshold, floor=0.15) if settings.characters else []
+    chars = (
+        pick(CHARACTER, settings.character_threshold, floor=0.15)
+        if settings.characters
+        else []
+    )
     tags = chars + pick(GENERAL, settings.threshold)
     return [_PROMPT_SPECIAL.sub(r"\\\1", t) for t in tags] if settings.escape else tags
 
@@ -202,35 +229,61 @@ def load_for_tagger(path: Path, size: int) -> np.ndarray:
 
 def pick_providers(available: Sequence[str]) -> list[str]:
     """CUDA when onnxruntime offers it (the GPU package), else CPU."""
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+    return (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in available
+        else ["CPUExecutionProvider"]
+    )
 
 
 class WDTagger:
     """One loaded tagger: an InferenceSession and its labels."""
 
-    def __init__(self, model_dir: str | os.PathLike, providers: Sequence[str] | None = None):
+    def __init__(
+        self, model_dir: str | os.PathLike, providers: Sequence[str] | None = None
+    ):
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
         _check_model_dir(self.model_dir)
         self.labels = load_labels(self.model_dir / LABELS_FILE)
-        wanted = list(providers) if providers is not None else pick_providers(ort.get_available_providers())
+        wanted = (
+            list(providers)
+            if providers is not None
+            else pick_providers(ort.get_available_providers())
+        )
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
         # onnxruntime's own error classes derive from Exception only
-        load_errors = (ort_state.Fail, ort_state.InvalidProtobuf, ort_state.NoSuchFile, ort_state.InvalidGraph, RuntimeError)
+        load_errors = (
+            ort_state.Fail,
+            ort_state.InvalidProtobuf,
+            ort_state.NoSuchFile,
+            ort_state.InvalidGraph,
+            RuntimeError,
+        )
         try:
-            self.session = ort.InferenceSession(str(self.model_dir / MODEL_FILE), providers=wanted)
+            self.session = ort.InferenceSession(
+                str(self.model_dir / MODEL_FILE), providers=wanted
+            )
         except load_errors as e:
-            raise StudioError(f"onnxruntime cannot load {self.model_dir / MODEL_FILE}: {e}", "Download the model again.") from None
+            raise StudioError(
+                f"onnxruntime cannot load {self.model_dir / MODEL_FILE}: {e}",
+                "Download the model again.",
+            ) from None
         self.provider = self.session.get_providers()[0]
-        self.fell_back = wanted[0] != self.provider  # ORT drops CUDA silently when CUDA/cuDNN do not match
+        self.fell_back = (
+            wanted[0] != self.provider
+        )  # ORT drops CUDA silently when CUDA/cuDNN do not match
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         # (N, H, W, 3); N is a name for dynamic batches (v3), 1 for most v2 exports
         n, h, w, c = inp.shape
         if not (isinstance(h, int) and h == w and c == 3):
-            raise StudioError(f"{self.model_dir / MODEL_FILE} takes input {inp.shape}, not (N, S, S, 3).", "Use a WD tagger model.")
+            raise StudioError(
+                f"{self.model_dir / MODEL_FILE} takes input {inp.shape}, not (N, S, S, 3).",
+                "Use a WD tagger model.",
+            )
         self.size = h
         self.fixed_batch = n if isinstance(n, int) else None
         out = self.session.get_outputs()[0].shape[-1]
@@ -242,13 +295,22 @@ class WDTagger:
 
     def describe(self) -> str:
         where = "GPU (CUDA)" if self.provider == "CUDAExecutionProvider" else "CPU"
-        note = " (CUDA was offered but onnxruntime fell back to the CPU: check the CUDA/cuDNN versions)" if self.fell_back else ""
+        note = (
+            " (CUDA was offered but onnxruntime fell back to the CPU: check the CUDA/cuDNN versions)"
+            if self.fell_back
+            else ""
+        )
         return f"tagger {self.model_dir.name}: {self.size}px, {len(self.labels.names)} tags, on {where}{note}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 BGR -> (N, n_tags) probabilities."""
         if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
-            return np.concatenate([self.predict(batch[i : i + self.fixed_batch]) for i in range(0, len(batch), self.fixed_batch)])
+            return np.concatenate(
+                [
+                    self.predict(batch[i : i + self.fixed_batch])
+                    for i in range(0, len(batch), self.fixed_batch)
+                ]
+            )
         probs = self.session.run(None, {self.input_name: batch})[0]
         if probs.shape != (batch.shape[0], len(self.labels.names)):
             raise StudioError(
@@ -262,10 +324,17 @@ class WDTagger:
 def _check_model_dir(d: Path) -> None:
     missing = [f for f in (MODEL_FILE, LABELS_FILE) if not (d / f).is_file()]
     if missing:
-        raise StudioError(f"The tagger folder {d} has no {' and no '.join(missing)}.", f"Put {MODEL_FILE} and {LABELS_FILE} of a WD tagger there.")
+        raise StudioError(
+            f"The tagger folder {d} has no {' and no '.join(missing)}.",
+            f"Put {MODEL_FILE} and {LABELS_FILE} of a WD tagger there.",
+        )
 
 
-def resolve_tagger(model: str | os.PathLike, models_dir: str | os.PathLike | None = None, progress: ProgressFn = no_progress) -> Path:
+def resolve_tagger(
+    model: str | os.PathLike,
+    models_dir: str | os.PathLike | None = None,
+    progress: ProgressFn = no_progress,
+) -> Path:
     """A tagger folder: `model` itself if it is one, else `<models_dir>/taggers/<repo name>`,
     downloaded there from Hugging Face the first time (needs `huggingface_hub` and a connection)."""
     path = Path(model)
@@ -273,10 +342,13 @@ def resolve_tagger(model: str | os.PathLike, models_dir: str | os.PathLike | Non
         _check_model_dir(path)
         return path
     name = str(model)
-    repo = KNOWN_TAGGERS.get(name) or (name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None)
+    repo = KNOWN_TAGGERS.get(name) or (
+        name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
+    )
     if repo is None or models_dir is None:
         raise StudioError(
-            f"{name!r} is not a tagger folder" + (" nor a known tagger name." if repo is None else "."),
+            f"{name!r} is not a tagger folder"
+            + (" nor a known tagger name." if repo is None else "."),
             f"Give a folder with {MODEL_FILE} and {LABELS_FILE}, or one of: {', '.join(KNOWN_TAGGERS)}.",
         )
     target = Path(models_dir) / "taggers" / repo.split("/")[1]
@@ -289,13 +361,21 @@ def resolve_tagger(model: str | os.PathLike, models_dir: str | os.PathLike | Non
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
-        raise StudioError(f"The tagger {repo} is not on this computer and huggingface_hub is not installed.", by_hand) from None
+        raise StudioError(
+            f"The tagger {repo} is not on this computer and huggingface_hub is not installed.",
+            by_hand,
+        ) from None
     progress(ProgressEvent(log=f"downloading {repo} into {target}"))
     try:
         for f in (LABELS_FILE, MODEL_FILE):
             hf_hub_download(repo, f, local_dir=str(target))
-    except (OSError, ValueError) as e:  # hub and requests errors are OSErrors; a bad repo id is a ValueError
-        raise StudioError(f"The tagger {repo} could not be downloaded ({type(e).__name__}).", by_hand) from None
+    except (
+        OSError,
+        ValueError,
+    ) as e:  # hub and requests errors are OSErrors; a bad repo id is a ValueError
+        raise StudioError(
+            f"The tagger {repo} could not be downloaded ({type(e).__name__}).", by_hand
+        ) from None
     return target
 
 
@@ -305,7 +385,9 @@ def resolve_tagger(model: str | os.PathLike, models_dir: str | os.PathLike | Non
 
 @dataclass(frozen=True)
 class TagResult:
-    tags: dict[str, list[str]]  # image path relative to the dataset -> the new tags (before merging)
+    tags: dict[
+        str, list[str]
+    ]  # image path relative to the dataset -> the new tags (before merging)
     write: CaptionWriteResult  # what was written; write.trash_batch undoes it
     top_tags: Counter  # tag -> images carrying it, over the whole dataset after writing
     failed: tuple[str, ...] = field(default=())  # images that could not be read
@@ -325,21 +407,36 @@ def predict_images(
     out: dict[Path, list[str]] = {}
     failed: list[Path] = []
     start = time.monotonic()
-    for paths, arrays in iter_loaded(images, settings.batch_size, settings.workers, lambda p: load_for_tagger(p, tagger.size)):
+    for paths, arrays in iter_loaded(
+        images,
+        settings.batch_size,
+        settings.workers,
+        lambda p: load_for_tagger(p, tagger.size),
+    ):
         if cancel:
             cancel.raise_if_cancelled()
         good = [(p, a) for p, a in zip(paths, arrays) if not isinstance(a, Exception)]
         for p, a in zip(paths, arrays):
             if isinstance(a, Exception):
                 failed.append(p)
-                progress(ProgressEvent(log=f"skipped {p.name}: it cannot be read as an image ({a})"))
+                progress(
+                    ProgressEvent(
+                        log=f"skipped {p.name}: it cannot be read as an image ({a})"
+                    )
+                )
         if good:
             probs = tagger.predict(np.stack([a for _, a in good]))
             for (p, _), row in zip(good, probs):
                 out[p] = select_tags(row, tagger.labels, settings)
         done = len(out) + len(failed)
         eta = (time.monotonic() - start) / done * (len(images) - done) if done else None
-        progress(ProgressEvent((done_before + done) / max(1, total), f"tagged {done}/{len(images)} ({tagger.model_dir.name})", eta))
+        progress(
+            ProgressEvent(
+                (done_before + done) / max(1, total),
+                f"tagged {done}/{len(images)} ({tagger.model_dir.name})",
+                eta,
+            )
+        )
     return out, failed
 
 
@@ -362,7 +459,9 @@ def tag_dataset(
     settings.validate()
     check_mode(mode)
     if not models:
-        raise StudioError("No tagger model was given.", f"Pick one, e.g. {DEFAULT_TAGGER}.")
+        raise StudioError(
+            "No tagger model was given.", f"Pick one, e.g. {DEFAULT_TAGGER}."
+        )
     dataset_dir = Path(dataset_dir)
     every = find_images(dataset_dir)
     images = [p for p in every if needs_caption(p, mode)]
@@ -370,17 +469,41 @@ def tag_dataset(
     failed: set[Path] = set()
     for k, model in enumerate(models):
         tagger = WDTagger(resolve_tagger(model, models_dir, progress), providers)
-        progress(ProgressEvent(k / len(models), f"loaded {tagger.model_dir.name}", log=tagger.describe()))
-        tags, bad = predict_images(tagger, images, settings, progress, cancel, k * len(images), len(models) * len(images))
+        progress(
+            ProgressEvent(
+                k / len(models),
+                f"loaded {tagger.model_dir.name}",
+                log=tagger.describe(),
+            )
+        )
+        tags, bad = predict_images(
+            tagger,
+            images,
+            settings,
+            progress,
+            cancel,
+            k * len(images),
+            len(models) * len(images),
+        )
         failed.update(bad)
         for p, t in tags.items():
             merged[p].extend(x for x in t if x not in merged[p])
         del tagger  # free the session before the next model loads
     tagged = {p: t for p, t in merged.items() if p not in failed}
-    write = write_captions(project_dir, {p: join_tags(t) for p, t in tagged.items()}, mode, "tag: previous captions")
+    write = write_captions(
+        project_dir,
+        {p: join_tags(t) for p, t in tagged.items()},
+        mode,
+        "tag: previous captions",
+    )
     write = replace(write, skipped=write.skipped + len(every) - len(images))
     top = count_tags(dataset_dir)
-    progress(ProgressEvent(1.0, f"wrote {write.written} caption files; {len(top)} distinct tags in the dataset"))
+    progress(
+        ProgressEvent(
+            1.0,
+            f"wrote {write.written} caption files; {len(top)} distinct tags in the dataset",
+        )
+    )
     return TagResult(
         {p.relative_to(dataset_dir).as_posix(): t for p, t in tagged.items()},
         write,
