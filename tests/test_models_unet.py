@@ -7,8 +7,6 @@ counts and to check that diffusers' own single-file converter consumes exactly o
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from torch import nn
@@ -17,6 +15,7 @@ from lora_trainer.models.unet import (
     SDXL_SIZE_EMBED_DIM,
     UNet,
     UNetConfig,
+    ldm_to_diffusers_name,
     timestep_embedding,
 )
 
@@ -66,74 +65,12 @@ def diffusers_kwargs(cfg: UNetConfig) -> dict:
     return kw
 
 
-_RESNET_NAMES = {
-    "in_layers.0": "norm1",
-    "in_layers.2": "conv1",
-    "emb_layers.1": "time_emb_proj",
-    "out_layers.0": "norm2",
-    "out_layers.3": "conv2",
-    "skip_connection": "conv_shortcut",
-}
-_TOP_NAMES = {
-    "time_embed.0": "time_embedding.linear_1",
-    "time_embed.2": "time_embedding.linear_2",
-    "label_emb.0.0": "add_embedding.linear_1",
-    "label_emb.0.2": "add_embedding.linear_2",
-    "input_blocks.0.0": "conv_in",
-    "out.0": "conv_norm_out",
-    "out.2": "conv_out",
-}
-
-
-def _layer(kind: str, rest: str) -> str:
-    """Name of a ResBlock / transformer / resampler sub-key inside a diffusers block."""
-    if kind == "resnet":
-        for old, new in _RESNET_NAMES.items():
-            if rest.startswith(old + "."):
-                return new + rest[len(old):]
-        raise KeyError(rest)
-    return rest  # SpatialTransformer internals have the same names in both
-
-
-def ldm_to_diffusers_key(key: str, cfg: UNetConfig) -> str:
-    """Map one ldm UNet key to its diffusers name (our own mapping, checked by the tests below)."""
-    per_level = cfg.num_res_blocks + 1
-    for old, new in _TOP_NAMES.items():
-        if key.startswith(old + "."):
-            return new + key[len(old):]
-    m = re.match(r"input_blocks\.(\d+)\.(\d+)\.(.+)", key)
-    if m:
-        i, layer, rest = int(m[1]), int(m[2]), m[3]
-        level, j = divmod(i - 1, per_level)
-        if j == cfg.num_res_blocks:  # the Downsample closing the level
-            return f"down_blocks.{level}.downsamplers.0.conv.{rest.removeprefix('op.')}"
-        if layer == 0:
-            return f"down_blocks.{level}.resnets.{j}.{_layer('resnet', rest)}"
-        return f"down_blocks.{level}.attentions.{j}.{rest}"
-    m = re.match(r"middle_block\.(\d)\.(.+)", key)
-    if m:
-        layer, rest = int(m[1]), m[2]
-        if layer == 1:
-            return f"mid_block.attentions.0.{rest}"
-        return f"mid_block.resnets.{layer // 2}.{_layer('resnet', rest)}"
-    m = re.match(r"output_blocks\.(\d+)\.(\d+)\.(.+)", key)
-    if m:
-        i, layer, rest = int(m[1]), int(m[2]), m[3]
-        up_level, j = divmod(i, per_level)
-        if layer == 0:
-            return f"up_blocks.{up_level}.resnets.{j}.{_layer('resnet', rest)}"
-        if rest.startswith("conv."):  # Upsample at index 1 (no attention) or 2
-            return f"up_blocks.{up_level}.upsamplers.0.{rest}"
-        return f"up_blocks.{up_level}.attentions.{j}.{rest}"
-    raise KeyError(f"unmapped ldm key {key}")
-
-
 def build_pair(cfg: UNetConfig, seed: int = 0) -> tuple[UNet, UNet2DConditionModel]:
     """Our UNet with random weights, and diffusers' with the same weights."""
     torch.manual_seed(seed)
     ours = UNet(cfg).eval()
     ref = UNet2DConditionModel(**diffusers_kwargs(cfg)).eval()
-    moved = {ldm_to_diffusers_key(k, cfg): v for k, v in ours.state_dict().items()}
+    moved = {ldm_to_diffusers_name(k, cfg): v for k, v in ours.state_dict().items()}
     ref_keys = set(ref.state_dict())
     assert set(moved) == ref_keys, (sorted(set(moved) - ref_keys)[:5], sorted(ref_keys - set(moved))[:5])
     ref.load_state_dict(moved, strict=True)
@@ -292,7 +229,7 @@ def test_checkpoint_layout_fully_consumed_by_diffusers_converter(name):
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in ref.items()}
     # And our own mapping (used for the numeric tests) agrees with diffusers' converter.
     key_of = {id(v): k for k, v in ours.items()}
-    assert {ldm_to_diffusers_key(k, cfg): k for k in ours} == {k: key_of[id(v)] for k, v in converted.items()}
+    assert {ldm_to_diffusers_name(k, cfg): k for k in ours} == {k: key_of[id(v)] for k, v in converted.items()}
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl", "tiny_sd15", "tiny_sdxl"])
@@ -324,3 +261,27 @@ def test_known_real_key_names_and_shapes():
     assert sdxl["output_blocks.2.2.conv.weight"] == (1280, 1280, 3, 3)
     assert not any(k.startswith(("input_blocks.1.1", "input_blocks.2.1", "output_blocks.6.1.")) for k in sdxl)
     assert "output_blocks.8.1.conv.weight" not in sdxl
+
+
+def test_module_names_map_like_kohya_sd15_names():
+    """Module paths (not only tensor keys) map to the diffusers paths kohya's SD1.5 names use."""
+    cfg = UNetConfig.sd15()
+    cases = {
+        "input_blocks.1.1.transformer_blocks.0.attn1.to_q": "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+        "input_blocks.5.1.proj_in": "down_blocks.1.attentions.1.proj_in",
+        "middle_block.1.transformer_blocks.0.ff.net.0.proj": "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj",
+        "output_blocks.11.1.transformer_blocks.0.ff.net.2": "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.2",
+        "input_blocks.1.0.in_layers.2": "down_blocks.0.resnets.0.conv1",
+        "input_blocks.1.0.emb_layers.1": "down_blocks.0.resnets.0.time_emb_proj",
+        "input_blocks.4.0.skip_connection": "down_blocks.1.resnets.0.conv_shortcut",
+        "middle_block.2.out_layers.3": "mid_block.resnets.1.conv2",
+        "input_blocks.9.0.op": "down_blocks.2.downsamplers.0.conv",
+        "output_blocks.2.1.conv": "up_blocks.0.upsamplers.0.conv",
+        "output_blocks.5.2.conv": "up_blocks.1.upsamplers.0.conv",
+        "input_blocks.4.1": "down_blocks.1.attentions.0",
+        "output_blocks.3.0": "up_blocks.1.resnets.0",
+    }
+    for ldm, expected in cases.items():
+        assert ldm_to_diffusers_name(ldm, cfg) == expected
+    with pytest.raises(ValueError, match="not an ldm UNet"):
+        ldm_to_diffusers_name("down_blocks.0.resnets.0.conv1", cfg)

@@ -185,6 +185,16 @@ def test_fp16_decode_falls_back_to_fp32_on_overflow():
     assert all(p.dtype == torch.float16 for p in vae16.parameters())
 
 
+def test_fp32_vae_under_fp16_autocast_falls_back_too():
+    vae32, _ = _overflowing_fp16_vae()
+    z = torch.randn(1, 4, 4, 4) * 3
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        raw = vae32.decode(z, upcast=False)
+        auto = vae32.decode(z)
+    assert not torch.isfinite(raw).all()
+    assert auto.dtype == torch.float32 and torch.isfinite(auto).all()
+
+
 def test_fp16_decode_without_overflow_stays_in_fp16():
     torch.manual_seed(5)
     vae16 = AutoencoderKL(VAEConfig.tiny()).eval().half()

@@ -201,7 +201,7 @@ class SpatialTransformer(nn.Module):
         x = self.norm(x)
         if not self.use_linear:
             x = self.proj_in(x)  # (B, inner, H, W)
-        x = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        x = x.flatten(2).transpose(1, 2).contiguous()  # (B, HW, C), token-major for the Linears
         if self.use_linear:
             x = self.proj_in(x)  # (B, HW, inner)
         for block in self.transformer_blocks:
@@ -374,9 +374,11 @@ class UNetConfig:
             channel_mult.append(s[f"input_blocks.{first}.0.out_layers.3.weight"][0] // model_channels)
             transformer_depth.append(depth(f"input_blocks.{first}.1"))
 
-        proj_key = next(k for k in s if k.endswith(".proj_in.weight"))
+        proj_key = next((k for k in s if k.endswith(".proj_in.weight")), None)
+        context_key = next((k for k in s if k.endswith(".attn2.to_k.weight")), None)
+        if proj_key is None or context_key is None:
+            raise ValueError("no SpatialTransformer tensors (proj_in, attn2): not an SD1.x/SDXL UNet")
         use_linear = len(s[proj_key]) == 2
-        context_key = next(k for k in s if k.endswith(".attn2.to_k.weight"))
         adm = s.get("label_emb.0.0.weight")
         if num_heads is None and num_head_channels is None:
             num_head_channels, num_heads = (64, None) if use_linear else (None, 8)
@@ -394,6 +396,76 @@ class UNetConfig:
             adm_in_channels=adm[1] if adm is not None else None,
             use_linear_in_transformer=use_linear,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# ldm -> diffusers names (kohya names SD1.5 LoRA modules after the diffusers layout)
+
+_TOP_LEVEL_NAMES = {
+    "time_embed.0": "time_embedding.linear_1",
+    "time_embed.2": "time_embedding.linear_2",
+    "label_emb.0.0": "add_embedding.linear_1",
+    "label_emb.0.2": "add_embedding.linear_2",
+    "input_blocks.0.0": "conv_in",
+    "out.0": "conv_norm_out",
+    "out.2": "conv_out",
+}
+_RESBLOCK_NAMES = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+}
+
+
+def _join(head: str, rest: list[str]) -> str:
+    return ".".join([head, *rest])
+
+
+def _resblock_rest(rest: list[str]) -> list[str]:
+    for old, new in _RESBLOCK_NAMES.items():
+        n = old.count(".") + 1
+        if rest[:n] == old.split("."):
+            return [new, *rest[n:]]
+    return rest  # the ResBlock itself
+
+
+def ldm_to_diffusers_name(name: str, config: UNetConfig) -> str:
+    """The diffusers name of an ldm UNet module path or tensor key.
+
+    `input_blocks.1.1.transformer_blocks.0.attn1.to_q` -> `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`,
+    `input_blocks.3.0.op.weight` -> `down_blocks.0.downsamplers.0.conv.weight`, `output_blocks.2.1.conv`
+    -> `up_blocks.0.upsamplers.0.conv`. SpatialTransformer internals keep their names.
+    """
+    for old, new in _TOP_LEVEL_NAMES.items():
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old):]
+    parts = name.split(".")
+    per_level = config.num_res_blocks + 1
+    if parts[0] == "input_blocks" and len(parts) >= 3:
+        level, j = divmod(int(parts[1]) - 1, per_level)
+        layer, rest = int(parts[2]), parts[3:]
+        if j == config.num_res_blocks:  # the Downsample that closes the level
+            return _join(f"down_blocks.{level}.downsamplers.0.conv", rest[1:])
+        if layer == 0:
+            return _join(f"down_blocks.{level}.resnets.{j}", _resblock_rest(rest))
+        return _join(f"down_blocks.{level}.attentions.{j}", rest)
+    if parts[0] == "middle_block" and len(parts) >= 2:
+        layer, rest = int(parts[1]), parts[2:]
+        if layer == 1:
+            return _join("mid_block.attentions.0", rest)
+        return _join(f"mid_block.resnets.{layer // 2}", _resblock_rest(rest))
+    if parts[0] == "output_blocks" and len(parts) >= 3:
+        up_level, j = divmod(int(parts[1]), per_level)
+        layer, rest = int(parts[2]), parts[3:]
+        if layer == 0:
+            return _join(f"up_blocks.{up_level}.resnets.{j}", _resblock_rest(rest))
+        if rest[:1] == ["conv"]:  # the Upsample (index 1 without attention, 2 with)
+            return _join(f"up_blocks.{up_level}.upsamplers.0.conv", rest[1:])
+        return _join(f"up_blocks.{up_level}.attentions.{j}", rest)
+    raise ValueError(f"{name!r} is not an ldm UNet module or tensor name")
 
 
 # ---------------------------------------------------------------------------------------------

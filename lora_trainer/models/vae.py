@@ -7,9 +7,10 @@ SDXL share the architecture; only the latent scale factor differs.
 Images are (B, 3, H, W) in [-1, 1]; latents are (B, 4, H/8, W/8). `encode`/`decode` work on
 unscaled latents like ldm; `images_to_latents`/`latents_to_images` apply the scale factor.
 
-fp16 overflow (the stock SDXL VAE): when the VAE's weights are fp16 and an encode or decode gives
-NaN/inf, that call is run again in float32 on float32 copies of the weights (`upcast=None`, the
-default). `upcast=True` always runs in float32, `upcast=False` never does. The module's own
+fp16 overflow (the stock SDXL VAE): when an encode or decode that did not run in float32 (fp16 or
+bf16 weights, or an enclosing autocast) gives NaN/inf, that call is run again in float32 on float32
+copies of the weights, with autocast off (`upcast=None`, the default). `upcast=True` always runs in
+float32, `upcast=False` never does. The result comes back in the weights' dtype. The module's own
 tensors are never converted, because they may be borrowed from a WebUI.
 """
 
@@ -150,10 +151,11 @@ class DiagonalGaussian:
         self.std = torch.exp(0.5 * self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(
-            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
-        )
-        return self.mean + self.std * noise
+        """mean + std * noise; the noise is drawn on the generator's device, so a CPU generator
+        gives the same latents whichever device the VAE runs on."""
+        device = generator.device if generator is not None else self.mean.device
+        noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=torch.float32)
+        return self.mean + self.std * noise.to(self.mean.device, self.mean.dtype)
 
     def mode(self) -> torch.Tensor:
         return self.mean
@@ -330,6 +332,13 @@ def blend_tiles(
     return (out / weight).to(z.dtype)
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device argument and answers for CUDA
+        return device_type == "cuda" and torch.is_autocast_enabled()
+
+
 class AutoencoderKL(nn.Module):
     """ldm AutoencoderKL (Rombach et al. 2022): images <-> 4-channel latents, 8x smaller."""
 
@@ -352,13 +361,16 @@ class AutoencoderKL(nn.Module):
             out = x.to(dtype)
             for stage in stages:
                 out = stage(out)
-            if upcast is False or dtype != torch.float16 or bool(torch.isfinite(out).all()):
+            ran_fp32 = dtype == torch.float32 and not _autocast_on(x.device.type)
+            if upcast is False or ran_fp32 or bool(torch.isfinite(out).all()):
                 return out
         out = x.float()
-        for stage in stages:
-            # Float32 copies for this call only; the module's (possibly borrowed) tensors stay as they are.
-            tensors = {k: v.float() for k, v in stage.state_dict().items()}
-            out = functional_call(stage, tensors, (out,))
+        # An enclosing fp16 autocast would run the float32 retry in fp16 again.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            for stage in stages:
+                # Float32 copies for this call only; the module's (possibly borrowed) tensors stay as they are.
+                tensors = {k: v.float() for k, v in stage.state_dict().items()}
+                out = functional_call(stage, tensors, (out,))
         return out.to(dtype)
 
     def encode(self, x: torch.Tensor, upcast: bool | None = None) -> DiagonalGaussian:
