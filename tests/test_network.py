@@ -376,8 +376,8 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="rank_dropout is 1.5"):
         NetworkConfig(rank_dropout=1.5).validate()
     assert NetworkConfig().network_args() is None
-    assert NetworkConfig(conv_dim=8, conv_alpha=4).network_args() == {"conv_dim": "8", "conv_alpha": "4.0", "dropout": None}
-    assert NetworkConfig(conv_dim=8).network_args()["conv_alpha"] == "1.0"
+    assert NetworkConfig(conv_dim=8, conv_alpha=4).network_args() == {"conv_dim": "8", "conv_alpha": "4", "dropout": None}
+    assert NetworkConfig(conv_dim=8, conv_alpha=0.5).network_args()["conv_alpha"] == "0.5"
 
 
 # ---------------------------------------------------------------------------------------------

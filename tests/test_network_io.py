@@ -123,7 +123,7 @@ def test_metadata_is_kohyas(tmp_path, sd15):
     assert h["ss_base_model_version"] == "sd_v1" and h["ss_v2"] == "False"
     assert h["ss_network_module"] == "networks.lora"
     assert h["ss_network_dim"] == "4" and h["ss_network_alpha"] == "2.0"
-    assert json.loads(h["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "1.0", "dropout": None}
+    assert json.loads(h["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "1", "dropout": None}
     assert json.loads(h["ss_tag_frequency"]) == {"10_mychar": {"1girl": 25, "solo": 20, "mychar": 25}}
     assert json.loads(h["ss_dataset_dirs"]) == {"10_mychar": {"n_repeats": 10, "img_count": 25}}
     assert json.loads(h["ss_bucket_info"])["buckets"]["0"] == {"resolution": [512, 512], "count": 250}

@@ -81,7 +81,7 @@ class NetworkConfig:
         args: dict[str, str | float | None] = {}
         if self.conv_dim is not None:
             args["conv_dim"] = str(self.conv_dim)
-            args["conv_alpha"] = str(self.effective_conv_alpha)
+            args["conv_alpha"] = f"{self.effective_conv_alpha:g}"  # "4", as a user types it on kohya's CLI
         if self.rank_dropout is not None:
             args["rank_dropout"] = str(self.rank_dropout)
         if self.module_dropout is not None:
@@ -99,7 +99,12 @@ def _add_delta(lora: LoRAModule, module: nn.Module, args: tuple, output: torch.T
 
 
 class LoRANetwork(nn.Module):
-    """LoRA modules registered under their kohya keys, so `state_dict()` is the file's tensors."""
+    """LoRA modules registered under their kohya keys, so `state_dict()` is the file's tensors.
+
+    The modules are not children of the UNet, so `unet.train()` / `unet.eval()` do not reach
+    them: dropouts follow the network's own mode (`network.train()`, `network.eval()`; a new
+    module starts in training mode, so call `eval()` before sampling previews).
+    """
 
     def __init__(self, arch: str, config: NetworkConfig | None = None):
         super().__init__()
