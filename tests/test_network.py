@@ -15,9 +15,7 @@ from lora_trainer.models.unet import UNet, UNetConfig
 from lora_trainer.network.modules import LoRAModule
 from lora_trainer.network.naming import (
     find_targets,
-    ldm_to_diffusers,
     select_targets,
-    unet_block_map,
 )
 from lora_trainer.network.network import NetworkConfig, create_network, merged
 
@@ -153,31 +151,37 @@ def test_real_sdxl_keys_and_shapes(real_models):
     assert not any("down_blocks" in k or "text_projection" in k for k in sd)
 
 
-def test_sd15_block_map_inverts_a1111_rules(real_models):
-    """Every mapped name satisfies A1111's diffusers->compvis formulas (webui-host.md 4.4)."""
-    block_map = unet_block_map(real_models["unet_sd15"])
-    assert block_map["input_blocks.1.1"] == ("down_blocks.0.attentions.0", "attention")
-    assert block_map["input_blocks.3.0"] == ("down_blocks.0.downsamplers.0", "downsample")
-    assert block_map["middle_block.2"] == ("mid_block.resnets.1", "resnet")
-    assert block_map["output_blocks.2.1"] == ("up_blocks.0.upsamplers.0", "upsample")
-    assert block_map["output_blocks.8.2"] == ("up_blocks.2.upsamplers.0", "upsample")
-    for ldm, (diffusers, kind) in block_map.items():
-        parts = diffusers.split(".")
-        if parts[0] == "down_blocks" and kind in ("resnet", "attention"):
-            b, i = int(parts[1]), int(parts[3])
-            assert ldm == f"input_blocks.{1 + 3 * b + i}.{0 if kind == 'resnet' else 1}"
-        elif parts[0] == "up_blocks" and kind in ("resnet", "attention"):
-            b, i = int(parts[1]), int(parts[3])
-            assert ldm == f"output_blocks.{3 * b + i}.{0 if kind == 'resnet' else 1}"
-        elif kind == "downsample":
-            assert ldm == f"input_blocks.{3 + 3 * int(parts[1])}.0"
-        elif kind == "upsample":
-            b = int(parts[1])
-            assert ldm == f"output_blocks.{2 + 3 * b}.{1 if b == 0 else 2}"
-    assert ldm_to_diffusers("input_blocks.1.0.in_layers.2", block_map) == "down_blocks.0.resnets.0.conv1"
-    assert ldm_to_diffusers("output_blocks.3.0.skip_connection", block_map) == "up_blocks.1.resnets.0.conv_shortcut"
-    assert ldm_to_diffusers("input_blocks.6.0.op", block_map) == "down_blocks.1.downsamplers.0.conv"
-    assert ldm_to_diffusers("time_embed.2", block_map) == "time_embedding.linear_2"
+def test_sd15_names_invert_a1111_rules(real_models):
+    """Every SD1.5 key maps back to its ldm module by A1111's diffusers->compvis formulas (webui-host.md 4.4)."""
+    import re
+
+    resnet = {"conv1": "in_layers_2", "conv2": "out_layers_3", "time_emb_proj": "emb_layers_1", "conv_shortcut": "skip_connection"}
+
+    def a1111(key: str) -> str:
+        if m := re.fullmatch(r"lora_unet_down_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", key):
+            b, kind, i, rest = int(m[1]), m[2], int(m[3]), m[4]
+            rest = resnet.get(rest, rest) if kind == "resnets" else rest
+            return f"lora_unet_input_blocks_{1 + 3 * b + i}_{1 if kind == 'attentions' else 0}_{rest}"
+        if m := re.fullmatch(r"lora_unet_mid_block_(attentions|resnets)_(\d+)_(.+)", key):
+            kind, i, rest = m[1], int(m[2]), m[3]
+            rest = resnet.get(rest, rest) if kind == "resnets" else rest
+            return f"lora_unet_middle_block_{1 if kind == 'attentions' else 2 * i}_{rest}"
+        if m := re.fullmatch(r"lora_unet_up_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", key):
+            b, kind, i, rest = int(m[1]), m[2], int(m[3]), m[4]
+            rest = resnet.get(rest, rest) if kind == "resnets" else rest
+            return f"lora_unet_output_blocks_{3 * b + i}_{1 if kind == 'attentions' else 0}_{rest}"
+        if m := re.fullmatch(r"lora_unet_down_blocks_(\d+)_downsamplers_0_conv", key):
+            return f"lora_unet_input_blocks_{3 + 3 * int(m[1])}_0_op"
+        if m := re.fullmatch(r"lora_unet_up_blocks_(\d+)_upsamplers_0_conv", key):
+            b = int(m[1])
+            return f"lora_unet_output_blocks_{2 + 3 * b}_{1 if b == 0 else 2}_conv"
+        raise AssertionError(key)
+
+    targets = select_targets(find_targets("sd15", real_models["unet_sd15"], []), locon=True)
+    assert len(targets) == 278
+    for t in targets:
+        assert t.aliases == (a1111(t.key),), t.key
+        assert t.aliases[0] == "lora_unet_" + t.path.replace(".", "_")
 
 
 def test_sdxl_aliases_are_diffusers_names(real_models):

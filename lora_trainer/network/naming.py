@@ -8,8 +8,8 @@ kohya picks its targets by *class name* (reference/kohya-format.md 1.1-1.3):
 
 A key is `prefix + "_" + module path` with every "." turned into "_". The path is the diffusers
 one for SD1.5 (kohya's SD1 UNet keeps diffusers 0.10 names) and the ldm/SGM one for SDXL; our UNet
-has ldm names, so for SD1.5 we translate with `unet_block_map` (the inverse of A1111's
-`convert_diffusers_name_to_compvis`, reference/webui-host.md 4.4). Loading accepts both styles
+has ldm names, so for SD1.5 we translate with models.unet's `ldm_to_diffusers_name` (the inverse
+of A1111's `convert_diffusers_name_to_compvis`, reference/webui-host.md 4.4). Loading accepts both styles
 for both architectures, so every module carries its other-style name as an alias.
 """
 
@@ -21,6 +21,7 @@ from typing import Literal
 
 from torch import nn
 
+from ..models.unet import ldm_to_diffusers_name
 from .modules import is_conv3x3, is_target_layer
 
 Arch = Literal["sd15", "sdxl"]
@@ -37,29 +38,6 @@ UPSAMPLE_CLASSES = ("Upsample", "Upsample2D")
 # CLIPSdpaAttention / CLIPFlashAttention2 are what some transformers versions instantiate; a
 # trainer that only matched CLIPAttention would silently skip every attention projection.
 TEXT_ENCODER_CLASSES = ("ClipAttention", "ClipMLP", "CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
-
-# ldm ResBlock children -> diffusers ResnetBlock2D children (A1111's table, inverted).
-RESNET_CHILD_NAMES = {
-    "in_layers.0": "norm1",
-    "in_layers.2": "conv1",
-    "emb_layers.1": "time_emb_proj",
-    "out_layers.0": "norm2",
-    "out_layers.3": "conv2",
-    "skip_connection": "conv_shortcut",
-}
-SAMPLER_CHILD_NAMES = {"op": "conv", "conv": "conv"}  # Downsample.op / Upsample.conv -> *samplers.0.conv
-
-# Layers outside the blocks (LyCORIS' "full" preset targets some of these).
-UNET_TOP_LEVEL_NAMES = {
-    "input_blocks.0.0": "conv_in",
-    "time_embed.0": "time_embedding.linear_1",
-    "time_embed.2": "time_embedding.linear_2",
-    "label_emb.0.0": "add_embedding.linear_1",
-    "label_emb.0.2": "add_embedding.linear_2",
-    "out.0": "conv_norm_out",
-    "out.2": "conv_out",
-}
-
 
 def text_encoder_prefixes(arch: str) -> tuple[str, ...]:
     """kohya's prefixes: one text encoder is `lora_te`, SDXL's two are `lora_te1` (CLIP-L), `lora_te2` (bigG)."""
@@ -80,78 +58,14 @@ def to_key(prefix: str, path: str) -> str:
     return f"{prefix}.{path}".replace(".", "_")
 
 
-def _kind(module: nn.Module) -> str | None:
-    name = module.__class__.__name__
-    for kind, classes in (
-        ("attention", TRANSFORMER_CLASSES),
-        ("resnet", RESNET_CLASSES),
-        ("downsample", DOWNSAMPLE_CLASSES),
-        ("upsample", UPSAMPLE_CLASSES),
-    ):
-        if name in classes:
-            return kind
-    return None
-
-
-def unet_block_map(unet: nn.Module) -> dict[str, tuple[str, str]]:
-    """Every ldm block path of `unet` -> (diffusers block path, kind).
-
-    Read from the structure, so it holds for any number of res blocks per level (the tiny test
-    UNets have one): down levels end at a Downsample, up levels at an Upsample, and within a level
-    the i-th ResBlock / SpatialTransformer is `resnets.i` / `attentions.i`.
-    """
-    out: dict[str, tuple[str, str]] = {}
-
-    def walk(blocks: Sequence[nn.Module], ldm: str, diffusers: str, sampler: str, first: int) -> None:
-        level, pos = 0, 0
-        for n, block in enumerate(blocks):
-            if n < first:
-                continue
-            ends_level = False
-            for m, layer in enumerate(block):
-                kind = _kind(layer)
-                if kind == "resnet":
-                    out[f"{ldm}.{n}.{m}"] = (f"{diffusers}.{level}.resnets.{pos}", kind)
-                elif kind == "attention":
-                    out[f"{ldm}.{n}.{m}"] = (f"{diffusers}.{level}.attentions.{pos}", kind)
-                elif kind == sampler:
-                    out[f"{ldm}.{n}.{m}"] = (f"{diffusers}.{level}.{sampler}rs.0", kind)
-                    ends_level = True
-            level, pos = (level + 1, 0) if ends_level else (level, pos + 1)
-
-    walk(unet.input_blocks, "input_blocks", "down_blocks", "downsample", first=1)  # block 0 is conv_in
-    walk(unet.output_blocks, "output_blocks", "up_blocks", "upsample", first=0)
-    resnets = 0
-    for m, layer in enumerate(unet.middle_block):
-        kind = _kind(layer)
-        if kind == "resnet":
-            out[f"middle_block.{m}"] = (f"mid_block.resnets.{resnets}", kind)
-            resnets += 1
-        elif kind == "attention":
-            out[f"middle_block.{m}"] = ("mid_block.attentions.0", kind)
-    return out
-
-
-def ldm_to_diffusers(path: str, block_map: dict[str, tuple[str, str]]) -> str | None:
-    """`input_blocks.1.1.transformer_blocks.0.attn1.to_q` -> `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`.
-
-    None for a path with no diffusers counterpart.
-    """
-    if path in UNET_TOP_LEVEL_NAMES:
-        return UNET_TOP_LEVEL_NAMES[path]
-    parts = path.split(".")
-    # Block paths are two (middle_block.N) or three (input_blocks.N.M) segments long.
-    for cut in (3, 2):
-        block = ".".join(parts[:cut])
-        if block in block_map:
-            target, kind = block_map[block]
-            rest = ".".join(parts[cut:])
-            if kind == "resnet":
-                rest = RESNET_CHILD_NAMES.get(rest, rest)
-            elif kind in ("downsample", "upsample"):
-                rest = SAMPLER_CHILD_NAMES.get(rest, rest)
-            return f"{target}.{rest}" if rest else target
-    return None
+def ldm_to_diffusers(path: str, unet: nn.Module) -> str | None:
+    """`input_blocks.1.1.transformer_blocks.0.attn1.to_q` -> `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`
+    (models.unet's table, the inverse of A1111's `convert_diffusers_name_to_compvis`); None when
+    the path has no diffusers counterpart."""
+    try:
+        return ldm_to_diffusers_name(path, unet.config)
+    except (ValueError, IndexError, AttributeError):
+        return None
 
 
 @dataclass(eq=False)
@@ -214,10 +128,9 @@ def _walk(root: nn.Module, prefix: str, part: str, groups: dict[str, tuple[str, 
 def _unet_targets(arch: str, unet: nn.Module) -> list[Target]:
     groups = {"lora": TRANSFORMER_CLASSES, "locon": RESNET_CLASSES + DOWNSAMPLE_CLASSES + UPSAMPLE_CLASSES}
     targets = _walk(unet, PREFIX_UNET, "unet", groups)
-    block_map = unet_block_map(unet)
     for t in targets:
         ldm_key = to_key(PREFIX_UNET, t.path)
-        diffusers = ldm_to_diffusers(t.path, block_map)
+        diffusers = ldm_to_diffusers(t.path, unet)
         diffusers_key = to_key(PREFIX_UNET, diffusers) if diffusers else None
         if arch == "sd15" and diffusers_key:
             t.key, t.aliases = diffusers_key, (ldm_key,)
