@@ -12,8 +12,19 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lora_trainer.train import data as D
-from lora_trainer.train.buckets import Bucketer, bucket_resolutions, kohya_crop_ltrb, make_bucketer, round_bucket_bounds
-from lora_trainer.train.captions import CaptionOptions, process_caption, read_caption, split_fixed
+from lora_trainer.train.buckets import (
+    Bucketer,
+    bucket_resolutions,
+    kohya_crop_ltrb,
+    make_bucketer,
+    round_bucket_bounds,
+)
+from lora_trainer.train.captions import (
+    CaptionOptions,
+    process_caption,
+    read_caption,
+    split_fixed,
+)
 from lora_trainer.train.config import DatasetFolder, TrainConfig
 
 # ---- buckets ------------------------------------------------------------------------------------
@@ -127,8 +138,8 @@ def make_dataset(root: Path) -> Path:
 
 
 def small_config(**kw) -> TrainConfig:
-    base = dict(resolution=128, min_bucket_reso=64, max_bucket_reso=256, train_batch_size=2,
-                datasets=[DatasetFolder("dataset", 3), DatasetFolder("reg", 1, is_regularization=True)])
+    base = {"resolution": 128, "min_bucket_reso": 64, "max_bucket_reso": 256, "train_batch_size": 2,
+            "datasets": [DatasetFolder("dataset", 3), DatasetFolder("reg", 1, is_regularization=True)]}
     base.update(kw)
     return TrainConfig(**base)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -11,7 +12,12 @@ import torch
 from lora_trainer.models.schedule import NoiseSchedule
 from lora_trainer.train import lr_schedules as lrs
 from lora_trainer.train import noise as nz
-from lora_trainer.train.steps import FolderCount, balance_regularization, batches_per_epoch, plan_steps
+from lora_trainer.train.steps import (
+    FolderCount,
+    balance_regularization,
+    batches_per_epoch,
+    plan_steps,
+)
 
 ACP = NoiseSchedule().alphas_cumprod()
 ACP_ZT = NoiseSchedule(zero_terminal_snr=True).alphas_cumprod()
@@ -68,7 +74,7 @@ def test_rex_hand_values():
     assert s.lr_at(50, base) == pytest.approx(floor)  # the second cycle warms up again
     assert s.lr_at(55, base) == pytest.approx(0.9 * base)  # ... to gamma x the first peak
     values = [s.lr_at(i, base) for i in range(5, 50)]
-    assert all(a > b for a, b in zip(values, values[1:]))
+    assert all(a > b for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize(

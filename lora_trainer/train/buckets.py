@@ -10,8 +10,8 @@ Sizes are (width, height) tuples throughout, as in kohya.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 Size = tuple[int, int]  # (width, height)
 

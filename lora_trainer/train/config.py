@@ -15,9 +15,10 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StudioError
 from . import steps as steps_mod
@@ -143,20 +144,20 @@ class TrainConfig:
     # ---- samples (not in the Colab, which makes none; the Compare tab is the guide's check)
     sample_prompts: list[str] = field(default_factory=list)  # prompts rendered after sampled epochs
     sample_every_n_epochs: int = 0  # 0 = no samples during training
-    sample_seed: int = 42
-    sample_steps: int = 20
-    sample_cfg_scale: float = 7.0
+    sample_seed: int = 42  # the same seed every epoch, so samples compare
+    sample_steps: int = 20  # sampler steps per sample image
+    sample_cfg_scale: float = 7.0  # CFG of the samples (the WebUI's default)
 
     # ---- presets
 
     @classmethod
-    def sd15_defaults(cls) -> "TrainConfig":
+    def sd15_defaults(cls) -> TrainConfig:
         """The guide's SD1.5 Lora Trainer: 512 px, 10 repeats, batch 2, 10 epochs, 5e-4 / 1e-4,
         cosine with 3 restarts, 5% warmup, min-SNR 5, LoRA 16/8 (LoCon conv 8/4), clip skip 2."""
         return cls()
 
     @classmethod
-    def sdxl_defaults(cls) -> "TrainConfig":
+    def sdxl_defaults(cls) -> TrainConfig:
         """The guide's XL Lora Trainer: 1024 px, 2 repeats, batch 4, 3e-4 / 6e-5, min-SNR 8,
         multires noise 6/0.3, LoRA 8/4 (LoCon conv 16/8), full fp16, gradient checkpointing,
         latents cached in memory and on disk, AdamW8bit with the guide's recommended args."""
@@ -184,14 +185,14 @@ class TrainConfig:
         )
 
     @classmethod
-    def defaults_for(cls, arch: str) -> "TrainConfig":
+    def defaults_for(cls, arch: str) -> TrainConfig:
         if arch == "sd15":
             return cls.sd15_defaults()
         if arch == "sdxl":
             return cls.sdxl_defaults()
         raise StudioError(f"arch {arch!r} is not a model family LoRA Studio trains.", "Use 'sd15' or 'sdxl'.")
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     # ---- derived settings (what the data pipeline, the loop and the network take)
@@ -232,7 +233,7 @@ class TrainConfig:
             tag_dropout_rate=0.0 if fixed else self.caption_tag_dropout_rate,
         )
 
-    def noise_options(self, v_prediction: bool) -> "NoiseOptions":
+    def noise_options(self, v_prediction: bool) -> NoiseOptions:
         from .noise import NoiseOptions
 
         return NoiseOptions(
@@ -249,7 +250,7 @@ class TrainConfig:
         return make_bucketer(self.resolution, self.enable_bucket, self.min_bucket_reso, self.max_bucket_reso,
                              self.bucket_reso_steps, self.bucket_no_upscale)
 
-    def network_config(self) -> "NetworkConfig":
+    def network_config(self) -> NetworkConfig:
         """The network's shape (network.NetworkConfig)."""
         from ..network.network import NetworkConfig
 
@@ -297,7 +298,7 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_toml_dict(cls, d: dict[str, Any], source: str = "[train]") -> "TrainConfig":
+    def from_toml_dict(cls, d: dict[str, Any], source: str = "[train]") -> TrainConfig:
         """A config from a `[train]` section. Missing keys take the defaults of the section's arch;
         unknown keys and wrongly typed values are StudioErrors naming the key."""
         if not isinstance(d, dict):
@@ -548,7 +549,7 @@ def raise_if_errors(problems: Sequence[Problem]) -> None:
                           "Fix them in the Train tab or in the [train] section of project.toml.")
 
 
-def validate(config: TrainConfig, summary: "DatasetSummary | None" = None) -> list[Problem]:
+def validate(config: TrainConfig, summary: DatasetSummary | None = None) -> list[Problem]:
     """Every problem of `config`, and of `config` with this dataset if a summary is given."""
     p: list[Problem] = []
     c = config
@@ -709,7 +710,7 @@ def validate(config: TrainConfig, summary: "DatasetSummary | None" = None) -> li
     return p
 
 
-def _dataset_problems(c: TrainConfig, s: "DatasetSummary") -> list[Problem]:
+def _dataset_problems(c: TrainConfig, s: DatasetSummary) -> list[Problem]:
     p: list[Problem] = []
     for i, f in enumerate(s.folders):
         name = f"datasets[{i}].path"
@@ -717,9 +718,11 @@ def _dataset_problems(c: TrainConfig, s: "DatasetSummary") -> list[Problem]:
             p.append(Problem(name, f.path, "the folder does not exist.", "Create it or fix the path."))
         elif f.images == 0:
             p.append(Problem(name, f.path, "the folder has no images (.png .jpg .jpeg .webp .bmp).", "Add images in the Dataset tab."))
-        elif f.captions == 0 and c.keep_tokens > 0:
-            p.append(Problem("keep_tokens", c.keep_tokens, f"{f.path} has no caption files, so there is no activation tag to keep "
-                             "(every image is trained on the project name).", "Tag the images in the Dataset tab, or set keep_tokens to 0.", "warning"))
+        elif f.captions == 0:  # the Colab's class-token mode: every image trains on the project name
+            if c.keep_tokens > 0:
+                p.append(Problem("keep_tokens", c.keep_tokens, f"{f.path} has no caption files, so there is no activation tag to keep "
+                                 "(every image is trained on the project name).", "Tag the images in the Dataset tab, or set keep_tokens to 0.",
+                                 "warning"))
         elif f.captions < f.images:
             p.append(Problem(name, f.path, f"{f.images - f.captions} of {f.images} images have no {c.caption_extension} caption; "
                              "they train on the folder's class tokens (or the project name).", "Tag them in the Dataset tab.", "warning"))

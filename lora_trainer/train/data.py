@@ -490,7 +490,7 @@ class TrainData:
         batch_size: int,
         seed: int = 42,
         flip_aug: bool = False,
-        caption_options: CaptionOptions = CaptionOptions(),
+        caption_options: CaptionOptions | None = None,
         prior_loss_weight: float = 1.0,
         latent_cache: LatentCache | None = None,
         text_cache: TextEncoderCache | None = None,
@@ -502,7 +502,7 @@ class TrainData:
         self.batch_size = batch_size
         self.seed = seed
         self.flip_aug = flip_aug
-        self.caption_options = caption_options
+        self.caption_options = caption_options or CaptionOptions()
         self.prior_loss_weight = prior_loss_weight
         self.latent_cache = latent_cache
         self.text_cache = text_cache
@@ -512,7 +512,7 @@ class TrainData:
 
     @classmethod
     def from_config(cls, dataset: Dataset, config: TrainConfig, latent_cache: LatentCache | None = None,
-                    text_cache: TextEncoderCache | None = None, on_warning: WarnFn | None = None) -> "TrainData":
+                    text_cache: TextEncoderCache | None = None, on_warning: WarnFn | None = None) -> TrainData:
         return cls(dataset.items, config.train_batch_size, config.seed, config.flip_aug, config.caption_options(),
                    config.prior_loss_weight, latent_cache, text_cache, on_warning)
 
@@ -636,8 +636,7 @@ def plan_summary(config: TrainConfig, dataset: Dataset) -> str:
         extras.append(f"input perturbation {config.ip_noise_gamma:g}")
     if extras:
         lines.append("Noise: " + ", ".join(extras) + ".")
-    for w in dataset.warnings:
-        lines.append(w)
+    lines.extend(dataset.warnings)
     return "\n".join(lines)
 
 

@@ -9,8 +9,8 @@ longer. We count kohya's way and say so when the two differ.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from .buckets import Size
 
