@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..errors import StudioError
 from ..project import create_project, list_projects, open_project
-from . import dataset_tab
+from . import dataset as dataset_tab
 from .compat import on, update
 from .context import StudioContext
 from .job_panel import build_job_panel

@@ -7,7 +7,9 @@ Features are detected, not versions compared: the UI code calls these helpers an
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -58,3 +60,20 @@ def update(**kwargs: Any) -> Any:
 def mount(app: Any, blocks: gr.Blocks, path: str = "/") -> Any:
     """Serve `blocks` from a FastAPI app (both versions support this entry point)."""
     return gr.mount_gradio_app(app, blocks, path=path)
+
+
+def upload_root() -> Path:
+    """Where gradio keeps uploaded files (both versions: $GRADIO_TEMP_DIR, else <tmp>/gradio)."""
+    import os
+    import tempfile
+
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def uploaded_paths(value: Any) -> list[Path]:
+    """Paths of a `gr.File(file_count="multiple")` value: gradio 3 passes temp-file objects
+    (their `.name` is the path), gradio 4 passes path strings; None when nothing was uploaded."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [Path(getattr(v, "name", v)) for v in items]
