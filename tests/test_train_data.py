@@ -299,7 +299,8 @@ def test_latent_cache_on_disk_is_invalidated_by_edits(tmp_path):
     rescanned = D.load_dataset(config, root)
     a2 = next(it for it in rescanned.items if it.path.name == "a.png")
     assert not cache.has(a2)
-    files[0].write_bytes(b"damaged")
+    b = next(it for it in rescanned.items if it.path.name == "b.png")
+    cache.path_of(b).write_bytes(b"damaged")  # an unchanged image whose cache file broke
     vae2 = CountingVAE()
     D.LatentCache(vae2, "fake-vae", cache.cache_dir).prepare(rescanned.items)
     assert vae2.seen == 2  # the edited image and the damaged file
