@@ -23,7 +23,7 @@ from lora_trainer.host.standalone import StandaloneHost, scheduler_key, unescape
 from lora_trainer.progress import CancelToken
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(steps=2, width=64, height=64)
+TINY = {"steps": 2, "width": 64, "height": 64}
 
 
 def write_demo_model(path: Path, arch: str = "sd15") -> Path:
