@@ -6,7 +6,8 @@ The checkpoint is loaded on first use and kept. `generate` speaks the WebUI's pr
 LoRA folders (recursively, as the WebUI does), and the files are applied at those weights through
 the network package for that one image, then taken off again (forward hooks: the checkpoint's
 tensors are never written to). `dyn=` and other extra-network types (`<hypernet:...>`) are
-removed from the text and ignored, with a line in the job log. Prompt emphasis `(word:1.2)` is
+removed from the text and ignored, with a line in the job log. Tags in the negative prompt stay
+there as text (A1111 reads extra networks from the positive prompt only). Prompt emphasis `(word:1.2)` is
 not interpreted (our text encoder reads the text as it is), but the WebUI's escapes `\\(` `\\)`
 `\\[` `\\]` are turned back into the brackets they stand for, so a default prompt written for the
 WebUI (booru tags like `name \\(series\\)`) means the same caption text here.
