@@ -469,3 +469,66 @@ def test_every_dataset_control_has_a_unique_elem_id(ctx, project):
     ids = [b.elem_id for b in tab.blocks.values() if getattr(b, "elem_id", None) and str(b.elem_id).startswith("lora_studio_dataset")]
     assert len(ids) == len(set(ids)) and len(ids) > 60
     component(tab, "lora_studio_dataset_seen")
+
+
+# ----------------------------------------------------------------------------------------------
+# Through gradio's own pre/post-processing (what the browser gets), in both versions
+
+
+def fn_index(blocks, elem_id: str, event: str, name: str | None = None):
+    target = component(blocks, elem_id)._id
+    if isinstance(blocks.fns, dict):  # gradio 4
+        return next(k for k, f in blocks.fns.items()
+                    if (target, event) in [tuple(t) for t in f.targets] and (name is None or f.fn.__name__ == name))
+    return next(i for i, (dep, f) in enumerate(zip(blocks.dependencies, blocks.fns))  # gradio 3
+                if dep["trigger"] == event and target in dep["targets"] and (name is None or f.fn.__name__ == name))
+
+
+def process(blocks, elem_id: str, event: str, inputs: list, event_data=None, name: str | None = None) -> list:
+    """Run one event as the server does for the browser: preprocess, call, postprocess."""
+    import asyncio
+
+    try:
+        from gradio.state_holder import SessionState  # gradio 4
+
+        state = SessionState(blocks)
+    except ImportError:
+        state = {}
+    out = asyncio.run(blocks.process_api(fn_index(blocks, elem_id, event, name), inputs, state, event_data=event_data))
+    return out["data"]
+
+
+def file_of(item) -> str:
+    """The file behind a gallery item / image value as sent to the browser (gradio 3: name, 4: path)."""
+    if isinstance(item, (list, tuple)):
+        item = item[0]
+    if isinstance(item, dict) and "image" in item:
+        item = item["image"]
+    return item.get("path") or item.get("name") if isinstance(item, dict) else item
+
+
+def test_duplicates_grid_and_editor_through_gradio_processing(ctx, captioned):
+    tab = build_tab(ctx)  # a, b and c are the same red picture
+    job_id, _ = process(tab, "lora_studio_dataset_dedupe_find", "click", ["alice", 0.985, True, "ViT-B-32"])
+    assert ctx.jobs.get(job_id).wait(30)
+    outs = process(tab, "lora_studio_progress", "change", [job_id, "alice", ""], name="job_finished")
+    fn, _, outputs = handlers(tab, "lora_studio_progress", "change")[0]
+    got = {c.elem_id: v for c, v in zip(outputs, outs)}
+    gallery = got["lora_studio_dataset_dedupe_gallery"]
+    gallery = gallery["value"] if isinstance(gallery, dict) and "value" in gallery else gallery
+    assert len(gallery) == 3
+    served = [file_of(g) for g in gallery]
+    assert all(str(ctx.root) not in str(p) for p in served)  # copies in gradio's cache, not our folders
+    table = got["lora_studio_dataset_tags_table"]
+    table = table.get("value", table)
+    assert table["headers"] == ["tag", "count", "share"] and table["data"][0][:2] == ["1girl", 2]
+
+    plan_job = got["lora_studio_dataset_dedupe_job"]
+    plan_job = plan_job.get("value", plan_job) if isinstance(plan_job, dict) else plan_job
+    assert plan_job == job_id
+    grid, msg = process(tab, "lora_studio_dataset_dedupe_gallery", "select", [plan_job, "alice"], event_data=select(0))
+    labels = [g["caption"] if isinstance(g, dict) else g[1] for g in (grid.get("value", grid) if isinstance(grid, dict) else grid)]
+    assert [label.split(" · ")[0] for label in labels] == ["✗ remove"] * 3  # the kept one was clicked
+
+    preview, caption, msg = process(tab, "lora_studio_dataset_image", "change", ["alice", "b.png"])
+    assert caption == "1girl, short hair, smile, smile" and preview

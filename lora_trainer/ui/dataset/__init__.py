@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ...jobs import Job
-from ..compat import on
+from ..compat import QUIET, on
 from ..context import StudioContext
 from .captions import CaptionSection
 from .collect import ImportSection, Overview, ScrapeSection, overview_markdown
@@ -53,7 +53,8 @@ class DatasetTab:
         for section in self.job_sections:
             outputs += [c for c in section.finished_outputs() if all(c is not o for o in outputs)]
         self._finish_outputs = outputs
-        on(panel.progress.change, self.job_finished, [panel.job_id, self.project, self.seen], outputs)
+        # Runs on every poll that changes the progress bar: silent, and cheap until a job finishes.
+        on(panel.progress.change, self.job_finished, [panel.job_id, self.project, self.seen], outputs, show_progress=QUIET)
 
     def job_finished(self, job_id: str, name: str | None, seen: str) -> dict:
         """Show a finished job's result once: in its section, and in every view of the files."""
