@@ -532,3 +532,11 @@ def test_duplicates_grid_and_editor_through_gradio_processing(ctx, captioned):
 
     preview, caption, msg = process(tab, "lora_studio_dataset_image", "change", ["alice", "b.png"])
     assert caption == "1girl, short hair, smile, smile" and preview
+
+
+def test_dataset_script_and_styles_are_injected_like_the_webui_does():
+    from lora_trainer.ui.standalone import page_head_assets
+
+    head = page_head_assets()
+    assert "#lora_studio_dataset_dedupe_gallery" in head and "ls-dup-remove" in head  # dataset.js + style.css
+    assert head.count("<script>") >= 2
