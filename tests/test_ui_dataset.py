@@ -6,6 +6,8 @@ tab the way the job panel's poll does (`lora_studio_progress.change`), and check
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 import pytest
 from PIL import Image
@@ -47,7 +49,7 @@ def by_id(out: dict) -> dict:
 def finish(tab, job_id: str, name: str = "alice", seen: str = "") -> dict:
     """Wait for the job, then let the tab see it finish as the job panel's poll would."""
     assert isinstance(job_id, str) and job_id, f"no job was started: {job_id!r}"
-    fn, inputs, outputs = handlers(tab, "lora_studio_progress", "change")[0]
+    fn, _inputs, _outputs = handlers(tab, "lora_studio_progress", "change")[0]
     tab_ctx_job = fn.__self__.ctx.jobs.get(job_id)
     assert tab_ctx_job.wait(60), "job did not finish"
     return by_id(fn(job_id, name, seen))
@@ -201,6 +203,11 @@ def select(index: int):
     return gr.SelectData(None, {"index": index, "value": None})
 
 
+def clicker(tab, plan_job):
+    """Click the n-th thumbnail of the duplicate grid as javascript/dataset.js reports it."""
+    return lambda n: trigger(tab, "lora_studio_dataset_dedupe_toggle", "click", plan_job, "alice", f"{n}:{time.time()}")
+
+
 def test_exact_duplicates_grid_toggle_apply_and_restore(ctx, project):
     ds = project.dataset_dir
     a = image(ds / "a.png", RED, size=(64, 48))
@@ -219,10 +226,15 @@ def test_exact_duplicates_grid_toggle_apply_and_restore(ctx, project):
         assert im.format == "JPEG" and max(im.size) <= 256
 
     # click: keep b instead of a
-    toggle, _, _ = handlers(tab, "lora_studio_dataset_dedupe_gallery", "select")[0]
-    grid, msg = toggle(plan_job, "alice", select(0))
-    grid, msg = toggle(plan_job, "alice", select(1))
+    click = clicker(tab, plan_job)
+    grid, msg = click(0)
+    grid, msg = click(0)  # twice on the same image: back to keep
+    assert [label.split(" · ")[0] for _, label in grid] == ["✓ keep", "✗ remove"]
+    grid, msg = click(0)
+    grid, msg = click(1)
     assert [label.split(" · ")[0] for _, label in grid] == ["✗ remove", "✓ keep"]
+    grid, msg = click(7)
+    assert is_update(grid) and "no longer in the list" in msg
 
     apply_out = trigger(tab, "lora_studio_dataset_dedupe_apply", "click", "alice", plan_job)
     gallery, plan_job_after, batch_id, msg, *views = apply_out
@@ -243,8 +255,7 @@ def test_a_group_with_nothing_kept_is_refused(ctx, project):
     tab = build_tab(ctx)
     job_id, _ = trigger(tab, "lora_studio_dataset_dedupe_find", "click", "alice", 0.985, True, "")
     plan_job = finish(tab, job_id)["lora_studio_dataset_dedupe_job"]
-    toggle, _, _ = handlers(tab, "lora_studio_dataset_dedupe_gallery", "select")[0]
-    toggle(plan_job, "alice", select(0))  # a -> remove; b was remove already
+    clicker(tab, plan_job)(0)  # a -> remove; b was remove already
     _, _, _, msg, *_ = trigger(tab, "lora_studio_dataset_dedupe_apply", "click", "alice", plan_job)
     assert "has no image marked to keep" in msg
     assert sorted(p.name for p in ds.iterdir()) == ["a.png", "b.png"]
@@ -284,7 +295,7 @@ def test_tagging_with_the_tiny_onnx_tagger_refreshes_top_tags_and_table(ctx, pro
     image(project.dataset_dir / "r.png", RED)
     image(project.dataset_dir / "b.png", BLUE)
     tab = build_tab(ctx)
-    job_id, msg = trigger(tab, "lora_studio_dataset_tag", "click", "alice", str(model), "", 0.35, 0.85, True, False,
+    job_id, _msg = trigger(tab, "lora_studio_dataset_tag", "click", "alice", str(model), "", 0.35, 0.85, True, False,
                           "long hair", "overwrite", 8)
     out = finish(tab, job_id)
     assert ctx.jobs.get(job_id).status == JobStatus.DONE, ctx.jobs.get(job_id).error
@@ -380,7 +391,7 @@ def test_each_tag_edit_changes_files_and_undo_restores_them(ctx, captioned, elem
 
 def test_bad_edit_input_is_a_sentence(ctx, captioned):
     tab = build_tab(ctx)
-    msg, table, history, caption = edit(tab, "lora_studio_dataset_tags_merge", "a, b", "c")
+    msg, table, _history, _caption = edit(tab, "lora_studio_dataset_tags_merge", "a, b", "c")
     assert 'class="ls-error"' in msg and "exactly one tag" in msg and is_update(table)
     msg, *_ = edit(tab, "lora_studio_dataset_tags_activate", "")
     assert "No activation tag was given" in msg
@@ -457,7 +468,7 @@ def test_select_handlers_get_the_event_from_gradio(ctx, project):
     from gradio.helpers import special_args
 
     tab = build_tab(ctx)
-    for elem_id, n_inputs in [("lora_studio_dataset_dedupe_gallery", 2), ("lora_studio_dataset_tags_table", 2)]:
+    for elem_id, n_inputs in [("lora_studio_dataset_tags_table", 2)]:
         fn, inputs, _ = handlers(tab, elem_id, "select")[0]
         assert len(inputs) == n_inputs
         args, *_ = special_args(fn, inputs=["x", "y"], event_data=select(3))
@@ -512,7 +523,7 @@ def test_duplicates_grid_and_editor_through_gradio_processing(ctx, captioned):
     job_id, _ = process(tab, "lora_studio_dataset_dedupe_find", "click", ["alice", 0.985, True, "ViT-B-32"])
     assert ctx.jobs.get(job_id).wait(30)
     outs = process(tab, "lora_studio_progress", "change", [job_id, "alice", ""], name="job_finished")
-    fn, _, outputs = handlers(tab, "lora_studio_progress", "change")[0]
+    _fn, _, outputs = handlers(tab, "lora_studio_progress", "change")[0]
     got = {c.elem_id: v for c, v in zip(outputs, outs)}
     gallery = got["lora_studio_dataset_dedupe_gallery"]
     gallery = gallery["value"] if isinstance(gallery, dict) and "value" in gallery else gallery
@@ -526,11 +537,12 @@ def test_duplicates_grid_and_editor_through_gradio_processing(ctx, captioned):
     plan_job = got["lora_studio_dataset_dedupe_job"]
     plan_job = plan_job.get("value", plan_job) if isinstance(plan_job, dict) else plan_job
     assert plan_job == job_id
-    grid, msg = process(tab, "lora_studio_dataset_dedupe_gallery", "select", [plan_job, "alice"], event_data=select(0))
+    grid, msg = process(tab, "lora_studio_dataset_dedupe_toggle", "click", [plan_job, "alice", "0:1"])
     labels = [g["caption"] if isinstance(g, dict) else g[1] for g in (grid.get("value", grid) if isinstance(grid, dict) else grid)]
     assert [label.split(" · ")[0] for label in labels] == ["✗ remove"] * 3  # the kept one was clicked
+    assert "3 would go to the trash" in msg
 
-    preview, caption, msg = process(tab, "lora_studio_dataset_image", "change", ["alice", "b.png"])
+    preview, caption, _msg = process(tab, "lora_studio_dataset_image", "change", ["alice", "b.png"])
     assert caption == "1girl, short hair, smile, smile" and preview
 
 

@@ -75,6 +75,8 @@ class DuplicatesSection:
     find: gr.Button
     gallery: gr.Gallery
     plan_job: gr.Textbox  # the find job whose plan the grid shows (hidden)
+    click: gr.Textbox  # "<index>:<nonce>" of the clicked thumbnail, set by javascript/dataset.js (hidden)
+    toggle_button: gr.Button  # clicked by javascript/dataset.js after setting `click` (hidden)
     apply: gr.Button
     restore: gr.Button
     batch: gr.Textbox  # the trash batch of the last "move removed to trash" (hidden)
@@ -108,9 +110,15 @@ class DuplicatesSection:
             restore = gr.Button("Restore", elem_id="lora_studio_dataset_dedupe_restore")
         plan_job = gr.Textbox(value="", visible=False, elem_id="lora_studio_dataset_dedupe_job")
         batch = gr.Textbox(value="", visible=False, elem_id="lora_studio_dataset_dedupe_batch")
+        # Not the gallery's own select event: both gradio versions keep the selection when the grid
+        # comes back, so a second click on the same image would not fire it. dataset.js reports
+        # every click through these two instead (hidden by class, so they stay in the page).
+        click = gr.Textbox(value="", elem_id="lora_studio_dataset_dedupe_click", elem_classes=["ls-hidden"], show_label=False)
+        toggle_button = gr.Button("toggle", elem_id="lora_studio_dataset_dedupe_toggle", elem_classes=["ls-hidden"])
         msg = gr.HTML(elem_id="lora_studio_dataset_dedupe_message")
-        self = cls(ctx, project, threshold, exact_only, model, find, gallery, plan_job, apply, restore, batch, msg, refresher)
-        on(gallery.select, self.toggle, [plan_job, project], [gallery, msg])
+        self = cls(ctx, project, threshold, exact_only, model, find, gallery, plan_job, click, toggle_button, apply, restore,
+                   batch, msg, refresher)
+        on(toggle_button.click, self.toggle, [plan_job, project, click], [gallery, msg])
         return self
 
     def connect(self, job_id: gr.Textbox) -> None:
@@ -159,13 +167,16 @@ class DuplicatesSection:
             return {self.message: error_message(e)}
         return {self.gallery: items, self.plan_job: job.id, self.message: message(plan_summary(job.result, len(items)))}
 
-    def toggle(self, plan_job: str, name: str | None, evt: gr.SelectData):
-        """Clicking a thumbnail switches it between keep and remove."""
+    def toggle(self, plan_job: str, name: str | None, click: str):
+        """Clicking a thumbnail switches it between keep and remove (`click` is "<index>:<nonce>")."""
         try:
             plan = self._plan(plan_job)
             project = project_of(self.ctx, name)
             _, where = grid_items(plan, project)
-            g, path = where[int(evt.index)]
+            index = int((click or "").split(":", 1)[0]) if (click or "").split(":", 1)[0].isdigit() else -1
+            if index < 0:
+                raise IndexError(click)
+            g, path = where[index]
             member = next(m for m in plan.groups[g].members if m.path == path)
             plan.set_keep(g, path, not member.keep)
             items, _ = grid_items(plan, project)
