@@ -505,7 +505,7 @@ def _configs_from_header(path: Path, arch: str):
     from ..models.unet import UNetConfig
 
     with safe_open(str(path), framework="pt") as f:
-        tensors = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f}
+        tensors = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     tensors = ckpt.normalize_keys(tensors)
     unet_sd = ckpt.part(tensors, ckpt.UNET_PREFIX)
     ucfg = UNetConfig.from_state_dict_shapes({k: tuple(v.shape) for k, v in unet_sd.items()})
