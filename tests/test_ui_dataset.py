@@ -545,6 +545,10 @@ def test_duplicates_grid_and_editor_through_gradio_processing(ctx, captioned):
     preview, caption, _msg = process(tab, "lora_studio_dataset_image", "change", ["alice", "b.png"])
     assert caption == "1girl, short hair, smile, smile" and preview
 
+    create_project(ctx.root, "bob")  # an empty project: empty table, no images, no batches
+    outs = process(tab, "lora_studio_project", "change", ["bob"], name="on_project")
+    assert any("**0 images**" in str(o) for o in outs)
+
 
 def test_dataset_script_and_styles_are_injected_like_the_webui_does():
     from lora_trainer.ui.standalone import page_head_assets
