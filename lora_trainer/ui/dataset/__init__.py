@@ -52,7 +52,6 @@ class DatasetTab:
         outputs = [self.seen, *self.refresher.outputs]
         for section in self.job_sections:
             outputs += [c for c in section.finished_outputs() if all(c is not o for o in outputs)]
-        self._finish_outputs = outputs
         # Runs on every poll that changes the progress bar: silent, and cheap until a job finishes.
         on(panel.progress.change, self.job_finished, [panel.job_id, self.project, self.seen], outputs, show_progress=QUIET)
 
@@ -70,9 +69,6 @@ class DatasetTab:
                 out.update(section.finished(job, name))
         return out
 
-    def refresh(self, name: str | None) -> dict:
-        return self.refresher.as_dict(name)
-
 
 def build(ctx: StudioContext, project: gr.Dropdown) -> DatasetTab:
     refresher = Refresher()
@@ -80,15 +76,15 @@ def build(ctx: StudioContext, project: gr.Dropdown) -> DatasetTab:
         overview = Overview.build(ctx, project)
     with gr.Accordion("2. Import images", open=False):
         importer = ImportSection.build(ctx, project)
-    with gr.Accordion("2. Scrape a booru", open=False):
+    with gr.Accordion("3. Scrape a booru", open=False):
         scrape = ScrapeSection.build(ctx, project)
-    with gr.Accordion("3. Find duplicates", open=False):
+    with gr.Accordion("4. Find duplicates", open=False):
         duplicates = DuplicatesSection.build(ctx, project, refresher)
-    with gr.Accordion("4. Tag / caption images", open=False):
+    with gr.Accordion("5. Tag / caption images", open=False):
         captions = CaptionSection.build(ctx, project)
-    with gr.Accordion("5. Edit tags", open=False):
+    with gr.Accordion("6. Edit tags", open=False):
         editor = EditorSection.build(ctx, project, refresher)
-    with gr.Accordion("Trash", open=False):
+    with gr.Accordion("7. Trash", open=False):
         trash_section = TrashSection.build(ctx, project, refresher)
     seen = gr.Textbox(value="", visible=False, elem_id="lora_studio_dataset_seen")
 
@@ -101,8 +97,7 @@ def build(ctx: StudioContext, project: gr.Dropdown) -> DatasetTab:
     change_outputs = [*refresher.outputs, *duplicates.refresh(None), *captions.refresh(None)]
 
     def on_project(name):
-        merged = {**refresher.as_dict(name), **duplicates.refresh(name), **captions.refresh(name)}
-        return merged
+        return {**refresher.as_dict(name), **duplicates.refresh(name), **captions.refresh(name)}
 
     on(project.change, on_project, [project], change_outputs)
     return tab
