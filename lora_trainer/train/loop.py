@@ -114,10 +114,13 @@ def make_optimizer(name: str, groups: list[dict], args: dict[str, Any], device: 
     if name == "AdamW" and device.type == "cuda" and "fused" in inspect.signature(cls).parameters:
         kwargs.setdefault("fused", True)
     try:
-        return cls(groups, **kwargs)
+        opt = cls(groups, **kwargs)
     except TypeError as e:
         raise StudioError(f"The optimizer arguments {args} do not fit {name} ({e}).",
                           "Fix optimizer_args in the [train] section, or clear it for the guide's values.") from None
+    for group in opt.param_groups:  # the schedule's 100%; `lr` itself changes every step (and is in a saved state)
+        group["base_lr"] = group["lr"]
+    return opt
 
 
 def optimizer_label(opt: torch.optim.Optimizer, args: dict[str, Any]) -> str:
@@ -345,7 +348,7 @@ class LoopSetup:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.base_lrs = [g.get("base_lr", g["lr"]) for g in self.optimizer.param_groups]
         self.group_names = [g.get("name", "") for g in self.optimizer.param_groups]
 
 

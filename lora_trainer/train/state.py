@@ -22,6 +22,7 @@ file can not run code.
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def load_state(path: str | Path) -> TrainState:
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:  # torch reports a torn/foreign file as RuntimeError
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # torn or foreign files
         raise StudioError(f"The training state {path} can not be read ({e}).",
                           "Resume from an earlier epoch by moving this file away, or start the run again.") from None
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
