@@ -364,7 +364,7 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
                             NoiseSchedule(zero_terminal_snr=ztsnr).alphas_cumprod(), config.min_snr_gamma,
                             config.v_pred_like_noise_pred(v_pred), train_te, autocast_dtype)
     setup = L.LoopSetup(
-        model=D.wrap(model, info, device), network=network, data=data, optimizer=optimizer, schedule=schedule,
+        model=D.wrap(model, info, device, find_unused=train_te), network=network, data=data, optimizer=optimizer, schedule=schedule,
         epochs=plan.epochs, total_steps=plan.total_steps, accumulation=A, max_grad_norm=config.max_grad_norm,
         scaler=scaler, dist=info, device=device, seed=config.seed,
     )
