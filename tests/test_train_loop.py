@@ -284,3 +284,23 @@ def test_dry_run_counts_the_network_without_loading_weights(tmp_path, checkpoint
     # With a checkpoint file the header's shapes are counted (the tiny model), still without loading it.
     tiny = network_plan(fast_config(checkpoint=str(checkpoint)))
     assert tiny["trainable_parameters"] == 110_336 < info["network"]["trainable_parameters"] / 10
+
+
+def test_cli_dry_run_json_and_a_run_from_project_toml(tmp_path, checkpoint, capsys):
+    from lora_trainer.cli import main
+
+    project = make_project(tmp_path)
+    pf = project.load_file()
+    pf.set_section("train", {k: v for k, v in fast_config(max_train_epochs=1).to_toml_dict().items() if v is not None})
+    project.save_file(pf)
+    assert main(["train", "--config", str(project.toml_path), "--dry-run", "--json", "--set", "max_train_epochs=3",
+                 "--set", 'network_type="LoCon"']) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["steps"]["total_steps"] == 6 and info["network"]["network"] == "LoCon"
+    assert info["network"]["modules"]["unet"] > 192  # LoCon adds the ResBlock convs
+
+    assert main(["train", "--project", "demo", "--root", str(tmp_path), "--checkpoint", str(checkpoint), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert Path(result["last_file"]).name == "demo-01.safetensors" and result["steps_done"] == 2
+    assert main(["train", "--project", "demo", "--root", str(tmp_path), "--set", "unet_lr=oops"]) == 2
+    assert "unet_lr" in capsys.readouterr().err

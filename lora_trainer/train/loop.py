@@ -308,13 +308,11 @@ class StepRecord:
     def extra(self) -> dict[str, float | int]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
-    def event(self, started_step: int) -> ProgressEvent:
+    def event(self) -> ProgressEvent:
         left = self.total_steps - self.step
         eta = left / self.it_s if self.it_s > 0 else None
-        text = (f"epoch {self.epoch}, step {self.step}/{self.total_steps}, loss {self.avg_loss:.4f}, "
-                f"{self.it_s:.2f} it/s" if self.it_s >= 1 else
-                f"epoch {self.epoch}, step {self.step}/{self.total_steps}, loss {self.avg_loss:.4f}, "
-                f"{1 / self.it_s if self.it_s else 0:.2f} s/it")
+        speed = f"{self.it_s:.2f} it/s" if self.it_s >= 1 or self.it_s == 0 else f"{1 / self.it_s:.2f} s/it"
+        text = f"epoch {self.epoch}, step {self.step}/{self.total_steps}, loss {self.avg_loss:.4f}, {speed}"
         return ProgressEvent(self.step / max(1, self.total_steps), text, eta, self.extra())
 
 

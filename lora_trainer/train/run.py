@@ -381,7 +381,7 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
         result.steps_done, result.final_loss = rec.step, rec.avg_loss
         if log is not None:
             log.add(rec.extra())
-        progress(rec.event(start.step))
+        progress(rec.event())
 
     def on_epoch_end(epoch: int, step: int) -> None:
         result.epochs_done, result.steps_done = epoch, step
