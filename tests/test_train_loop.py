@@ -304,3 +304,23 @@ def test_cli_dry_run_json_and_a_run_from_project_toml(tmp_path, checkpoint, caps
     assert Path(result["last_file"]).name == "demo-01.safetensors" and result["steps_done"] == 2
     assert main(["train", "--project", "demo", "--root", str(tmp_path), "--set", "unet_lr=oops"]) == 2
     assert "unet_lr" in capsys.readouterr().err
+
+
+def test_default_adamw8bit_falls_back_to_adamw_where_it_cannot_run(monkeypatch):
+    import builtins
+
+    from lora_trainer.train.loop import available_optimizer
+
+    assert available_optimizer("Prodigy", torch.device("cpu")) == ("Prodigy", "")
+    name, note = available_optimizer("AdamW8bit", torch.device("cpu"))
+    assert name == "AdamW" and "needs a CUDA GPU" in note
+    real_import = builtins.__import__
+
+    def no_bnb(mod, *args, **kwargs):
+        if mod == "bitsandbytes":
+            raise ImportError(mod)
+        return real_import(mod, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    name, note = available_optimizer("AdamW8bit", torch.device("cuda"))
+    assert name == "AdamW" and "pip install bitsandbytes" in note

@@ -75,6 +75,25 @@ def optimizer_args(name: str, given: dict[str, Any], warmup_steps: int) -> dict[
     return args
 
 
+def available_optimizer(name: str, device: torch.device) -> tuple[str, str]:
+    """The optimizer to run for the configured one, and a log line when they differ.
+
+    The guide's default, AdamW8bit, needs bitsandbytes and a CUDA GPU. Without them the same
+    update in 32 bit (AdamW with the same arguments, only more optimizer memory) is what a user
+    wants, not a run that refuses to start. Other optimizers are never swapped.
+    """
+    if name != "AdamW8bit":
+        return name, ""
+    if device.type != "cuda":
+        return "AdamW", "AdamW8bit needs a CUDA GPU; training with AdamW (32-bit, same arguments) instead."
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "AdamW", ("AdamW8bit needs the bitsandbytes package (pip install bitsandbytes); "
+                         "training with AdamW (32-bit, same arguments, more memory) instead.")
+    return name, ""
+
+
 def _import_optimizer(name: str):
     """The optimizer class for a guide name; a StudioError saying how to install a missing package."""
     if name == "AdamW":

@@ -336,7 +336,10 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
     schedule = config.lr_schedule(plan.total_steps)
     groups = network.param_groups(config.unet_lr, config.text_encoder_lr if train_te else 0.0)
     opt_args = L.optimizer_args(config.optimizer, config.optimizer_args, plan.warmup_steps)
-    optimizer = L.make_optimizer(config.optimizer, groups, opt_args, device)
+    opt_name, note = L.available_optimizer(config.optimizer, device)
+    if note:
+        progress(ProgressEvent(log=note))
+    optimizer = L.make_optimizer(opt_name, groups, opt_args, device)
     autocast_dtype, scaler = precision(config, device, progress)
 
     # 3. resume
