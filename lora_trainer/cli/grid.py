@@ -59,8 +59,11 @@ def find_checkpoint(explicit: str | None, project) -> str:
         return explicit
     if project is not None:
         configured = project.load_file().section("train").get("checkpoint")
-        if isinstance(configured, str) and configured and Path(configured).is_file():
-            return configured
+        if isinstance(configured, str) and configured:
+            path = Path(configured).expanduser()
+            path = path if path.is_absolute() else project.dir / path  # as TrainConfig.checkpoint_path
+            if path.is_file():
+                return str(path)
         demo = project.dir / DEMO_MODEL_FILE
         if demo.is_file():
             return str(demo)

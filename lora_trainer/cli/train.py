@@ -81,6 +81,9 @@ def resolve(args):
         section["arch"] = args.arch
     if args.checkpoint:
         section["checkpoint"] = str(Path(args.checkpoint).absolute())
+    if isinstance(section.get("checkpoint"), str) and section["checkpoint"]:
+        # relative model paths are inside the project folder (TrainConfig.checkpoint_path)
+        section["checkpoint"] = str(TrainConfig(checkpoint=section["checkpoint"]).checkpoint_path(project.dir))
     if not section.get("arch") and section.get("checkpoint") and Path(section["checkpoint"]).is_file():
         from ..models.checkpoint import describe
 

@@ -277,6 +277,14 @@ class TrainConfig:
                                     self.max_train_epochs, self.max_train_steps, max(1, self.gradient_accumulation_steps))
         return dataclasses.replace(plan, warmup_steps=self.warmup_steps(plan.total_steps))
 
+    def checkpoint_path(self, project_dir: str | Path) -> Path | None:
+        """The model file to train on: a relative path is inside the project folder (like the
+        dataset folders), so a project with its own model can be moved; None = the WebUI's model."""
+        if not self.checkpoint:
+            return None
+        path = Path(self.checkpoint).expanduser()
+        return path if path.is_absolute() else Path(project_dir) / path
+
     def resolve_folders(self, project_dir: str | Path) -> list[DatasetFolder]:
         """The dataset folders with relative paths made absolute against the project folder."""
         base = Path(project_dir)
