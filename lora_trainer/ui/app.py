@@ -10,6 +10,7 @@ import gradio as gr
 
 from ..errors import StudioError
 from ..project import create_project, list_projects, open_project
+from . import compare as compare_tab
 from . import dataset as dataset_tab
 from .compat import on, update
 from .context import StudioContext
@@ -58,11 +59,12 @@ def build_tab(ctx: StudioContext) -> gr.Blocks:
             with gr.Tab("Train", id="train", elem_id="lora_studio_train_tab"):
                 gr.Markdown("Training settings and progress appear here once the trainer lands (issue 5).")
             with gr.Tab("Compare", id="compare", elem_id="lora_studio_compare_tab"):
-                gr.Markdown("The epochs x weights grid appears here once Compare lands (issue 8).")
+                compare = compare_tab.build(ctx, project)
 
         # 3. One job panel for every long operation.
         panel = build_job_panel(ctx)
         dataset.connect(panel)
+        compare.connect(panel)
 
         def do_refresh(current: str | None):
             names = project_choices(ctx)

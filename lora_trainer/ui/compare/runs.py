@@ -1,0 +1,327 @@
+"""What the Compare sub-tab does, without gradio: find a project's run, get a host, start a grid job.
+
+The Train tab uses two things from here: `start_compare_for_project` (its "Compare epochs"
+button) and `auto_compare_enabled` (whether to start that grid when a training ends).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...compare.plan import (
+    GridPlan,
+    GridSettings,
+    compare_after_training,
+    find_epoch_files,
+    make_plan,
+)
+from ...errors import StudioError
+from ...host.base import GenerationRequest, Host, default_generation
+from ...progress import ProgressEvent
+from ...project import Project, open_project
+from ..context import StudioContext
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+GRID_JOB_KIND = "grid"
+GRIDS_DIR = "grids"  # under the project's output folder
+HOSTS_KEY = "standalone_hosts"  # ctx.extra: checkpoint path -> StandaloneHost (shared with the Train tab)
+COMPARE_SECTION = "compare"  # project.toml
+AUTO_KEY = "auto_after_training"
+
+
+# ---- 1. where the run is, and what renders it ---------------------------------------------------
+
+
+def default_lora_dir(ctx: StudioContext, project: Project) -> Path:
+    """Where training writes the project's LoRA files: the host's choice (inside the WebUI its Lora
+    folder), else the project's output folder."""
+    return ctx.host.lora_output_dir(project) if ctx.host is not None else project.output_dir
+
+
+def lora_dir_of(ctx: StudioContext, project: Project, typed: str | None) -> Path:
+    """The typed LoRA folder (confined like every typed path), else the project's default."""
+    text = (typed or "").strip()
+    return ctx.paths.confine(text) if text else default_lora_dir(ctx, project)
+
+
+def run_stem(project: Project, lora_dir: Path, typed: str | None = None) -> str | None:
+    """The run to compare: the typed name, else the project's own stem when its files are in the
+    folder (a WebUI Lora folder may hold other runs too), else None (the folder's only run)."""
+    text = (typed or "").strip()
+    if text:
+        return text
+    mine = project.file_stem
+    if lora_dir.is_dir() and any(p.stem == mine or p.stem.startswith(mine + "-") for p in lora_dir.glob("*.safetensors")):
+        return mine
+    return None
+
+
+def checkpoint_of(ctx: StudioContext, project: Project, typed: str | None) -> Path:
+    """The standalone checkpoint: the typed one, else the CLI's choice for the project (its
+    [train] checkpoint, else its demo model)."""
+    from ...cli.grid import find_checkpoint
+
+    text = (typed or "").strip()
+    if text:
+        path = ctx.paths.confine(text)
+        if not path.is_file():
+            raise StudioError(f"The checkpoint {path} does not exist.", "Type the path of an SD1.5 or SDXL .safetensors file.")
+        return path
+    try:
+        return Path(find_checkpoint(None, project))
+    except StudioError:
+        raise StudioError(
+            "No checkpoint to render the grid with.",
+            "Type the path of an SD1.5 or SDXL .safetensors file in Checkpoint, or set the project's training checkpoint.",
+        ) from None
+
+
+def standalone_host(ctx: StudioContext, checkpoint: Path, lora_dir: Path) -> Host:
+    """One StandaloneHost per checkpoint, kept in ctx.extra so the model loads once per server.
+
+    A host looks LoRA names up in the folders it was made with; when the cached one does not cover
+    `lora_dir`, a new host for that folder replaces it (a job still using the old one keeps it).
+    """
+    from ...host.standalone import StandaloneHost
+
+    hosts = ctx.extra.setdefault(HOSTS_KEY, {})
+    key = str(Path(checkpoint).resolve())
+    host = hosts.get(key)
+    wanted = lora_dir.resolve()
+    if host is None or not any(_within(wanted, d) for d in host.lora_dirs()):
+        host = StandaloneHost(key, [lora_dir])
+        hosts[key] = host
+    return host
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def host_for(ctx: StudioContext, project: Project, lora_dir: Path, checkpoint: str | None = None) -> Host:
+    """The WebUI's host when inside the WebUI, else a standalone host over the checkpoint."""
+    if ctx.host is not None:
+        return ctx.host
+    return standalone_host(ctx, checkpoint_of(ctx, project, checkpoint), lora_dir)
+
+
+def describe_run(lora_dir: Path, stem: str | None) -> str:
+    """The saved files of the run, as one line for the tab ("alice-01, alice-02, alice (final)")."""
+    files = find_epoch_files(lora_dir, stem)
+    return f"{len(files)} file(s) in {lora_dir}: " + ", ".join(f.label for f in files)
+
+
+# ---- 2. the grid job ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridJobResult:
+    """What a finished grid job leaves (the images themselves are in the PNG)."""
+
+    png: Path
+    json: Path
+    size: tuple[int, int]  # (width, height) of the grid
+    shape: tuple[int, int]  # (rows, columns)
+
+
+def grids_dir(project: Project) -> Path:
+    return project.output_dir / GRIDS_DIR
+
+
+def new_grid_path(project: Project) -> Path:
+    """`<project>/output/grids/grid-<timestamp>.png`, with -2, -3 ... when that second is taken."""
+    folder = grids_dir(project)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = folder / f"grid-{stamp}.png", 2
+    while path.exists():
+        path, n = folder / f"grid-{stamp}-{n}.png", n + 1
+    return path
+
+
+def start_grid_job(ctx: StudioContext, project: Project, host: Host, plan: GridPlan) -> str:
+    """Render `plan` with `host` as a GPU job; returns the job id. The PNG goes to new_grid_path."""
+    from ...compare.render import render_grid
+
+    rows, cols = plan.shape
+
+    def work(progress, cancel) -> GridJobResult:
+        out = new_grid_path(project)  # named when the job starts: queued jobs get distinct names
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = render_grid(host, plan, out, progress=progress, cancel=cancel)
+        w, h = result.image.size
+        progress(ProgressEvent(1.0, f"wrote {out.relative_to(project.dir).as_posix()} ({w}x{h})"))
+        return GridJobResult(result.png, result.json, (w, h), (rows, cols))
+
+    title = f"Grid of {plan.stem}: {rows}x{cols} images"
+    return ctx.jobs.submit(GRID_JOB_KIND, title, work, gpu=True).id
+
+
+def start_compare_for_project(ctx: StudioContext, project_name: str, checkpoint: str | None = None) -> str:
+    """The one-click grid: the project's saved epochs x the default weights, prompted with its
+    dataset's activation and common tags, rendered as a GPU job. Returns the job id.
+
+    checkpoint: for the standalone host (None: the project's [train] checkpoint, else its demo
+    model); ignored inside the WebUI. Raises StudioError (no epochs, no checkpoint, ...) before
+    any job starts.
+    """
+    project = open_project(ctx.root, project_name)
+    lora_dir = default_lora_dir(ctx, project)
+    host = host_for(ctx, project, lora_dir, checkpoint)
+    plan = compare_after_training(project.dir, lora_dir, run_stem(project, lora_dir), host.default_generation())
+    return start_grid_job(ctx, project, host, plan)
+
+
+# ---- 3. the tab's own plan ----------------------------------------------------------------------
+
+
+def _number(value, name: str, kind=int):
+    """A gr.Number's value (None when cleared = the model's default)."""
+    if value is None or value == "":
+        return None
+    try:
+        n = kind(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"{name} {value!r} is not a number.", f"Type a number for {name}.") from None
+    if n <= 0:
+        raise StudioError(f"{name} must be more than 0 (it is {value}).", f"Type a positive number for {name}.")
+    return n
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    items = [t.strip() for t in (text or "").replace(" ", ",").split(",") if t.strip()]
+    try:
+        seeds = tuple(int(t) for t in items)
+    except ValueError:
+        raise StudioError(f"Seeds {text!r} are not whole numbers.", "Write seeds like 1 or 1, 2, 3.") from None
+    if not seeds:
+        raise StudioError("No seed was given.", "Write seeds like 1 or 1, 2, 3.")
+    return seeds
+
+
+@dataclass(frozen=True)
+class CompareForm:
+    """The tab's fields, as typed (strings from text boxes, numbers from number boxes)."""
+
+    lora_dir: str = ""
+    run: str = ""
+    epochs: str = "all"
+    weights: str = "0.5, 0.6, 0.7, 0.8, 0.9, 1"
+    prompt: str = ""  # "" = the default prompt
+    negative: str = ""
+    seeds: str = "1"
+    sampler: str = ""
+    scheduler: str = ""
+    steps: float | None = None
+    cfg: float | None = None
+    width: float | None = None
+    height: float | None = None
+    no_lora_column: bool = False
+    swap_axes: bool = False
+    checkpoint: str = ""
+
+    def settings(self) -> GridSettings:
+        from ...compare.plan import parse_weights
+
+        return GridSettings(
+            epochs=(self.epochs or "all").strip() or "all",
+            weights=tuple(parse_weights(self.weights or "")),
+            prompt=self.prompt if (self.prompt or "").strip() else None,
+            negative_prompt=self.negative or "",
+            seeds=parse_seeds(self.seeds),
+            steps=_number(self.steps, "Steps"),
+            cfg_scale=_number(self.cfg, "CFG scale", float),
+            width=_number(self.width, "Width"),
+            height=_number(self.height, "Height"),
+            sampler_name=(self.sampler or "").strip() or None,
+            scheduler=(self.scheduler or "").strip() or None,
+            no_lora_column=bool(self.no_lora_column),
+            swap_axes=bool(self.swap_axes),
+        )
+
+
+def keep_tokens_of(project: Project) -> int:
+    keep = project.load_file().section("train").get("keep_tokens", 1)
+    return keep if isinstance(keep, int) and keep >= 0 else 1
+
+
+def plan_from_form(ctx: StudioContext, project: Project, form: CompareForm, defaults: GenerationRequest) -> GridPlan:
+    lora_dir = lora_dir_of(ctx, project, form.lora_dir)
+    return make_plan(
+        lora_dir, form.settings(), defaults, stem=run_stem(project, lora_dir, form.run),
+        dataset_dir=project.dataset_dir, keep_tokens=keep_tokens_of(project),
+    )
+
+
+def export_defaults(ctx: StudioContext, project: Project, form: CompareForm) -> GenerationRequest:
+    """Defaults for the fields left empty when only exporting: the model's when a host is at hand,
+    else SD1.5's (the X/Y/Z text is for a WebUI, which has its own model)."""
+    try:
+        return host_for(ctx, project, lora_dir_of(ctx, project, form.lora_dir), form.checkpoint).default_generation()
+    except StudioError:
+        return default_generation("sd15")
+
+
+# ---- 4. showing a grid --------------------------------------------------------------------------
+
+
+def latest_grid(project: Project) -> Path | None:
+    folder = grids_dir(project)
+    pngs = sorted(folder.glob("grid-*.png"), key=lambda p: (p.stat().st_mtime_ns, p.name)) if folder.is_dir() else []
+    return pngs[-1] if pngs else None
+
+
+def grid_cells(png: Path) -> list[tuple[Image.Image, str]]:
+    """The cells of a saved grid with "row / column" captions, cut out of the PNG.
+
+    The layout is recomputed from the plan saved beside it (labels and cell size); a grid whose
+    layout does not match (drawn with another font) gives no cells rather than wrong ones.
+    """
+    import json
+
+    from PIL import Image
+
+    from ...compare.grid import plan_layout
+
+    plan_path = png.with_suffix(".json")
+    if not plan_path.is_file():
+        return []
+    data = json.loads(plan_path.read_text(encoding="utf-8"))
+    rows, cols = data.get("rows") or [], data.get("cols") or []
+    gen = data.get("generation") or {}
+    with Image.open(png) as im:
+        grid = im.convert("RGB")
+    layout, _ = plan_layout(int(gen.get("width", 0)), int(gen.get("height", 0)), rows, cols)
+    if layout.size != grid.size:
+        return []
+    cells = []
+    for r, row_label in enumerate(rows):
+        for c, col_label in enumerate(cols):
+            x, y = layout.cell_origin(r, c)
+            caption = f"{row_label} / {col_label}".replace("\n", " ")
+            cells.append((grid.crop((x, y, x + layout.cell_w, y + layout.cell_h)), caption))
+    return cells
+
+
+# ---- 5. project.toml [compare] ------------------------------------------------------------------
+
+
+def auto_compare_enabled(project: Project) -> bool:
+    """Whether a grid of the saved epochs is rendered when a training of `project` ends."""
+    return project.load_file().section(COMPARE_SECTION).get(AUTO_KEY) is True
+
+
+def set_auto_compare(project: Project, enabled: bool) -> None:
+    pf = project.load_file()
+    section = pf.section(COMPARE_SECTION)
+    section[AUTO_KEY] = bool(enabled)
+    pf.set_section(COMPARE_SECTION, section)
+    project.save_file(pf)
