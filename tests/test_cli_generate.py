@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 import pytest
 import torch
 from PIL import Image
@@ -63,3 +65,27 @@ def test_parse_lora():
     assert parse_lora("b.safetensors") == ("b.safetensors", 1.0)
     assert parse_lora(r"C:\loras\b.safetensors") == (r"C:\loras\b.safetensors", 1.0)
     assert parse_lora(r"C:\loras\b.safetensors:-0.5") == (r"C:\loras\b.safetensors", -0.5)
+
+
+def test_generate_with_a_lora_file_at_a_strength(tmp_path, capsys):
+    from lora_trainer.models.bundle import load_bundle
+
+    from .test_host_standalone import write_epoch_loras
+
+    model = tmp_path / "tiny.safetensors"
+    assert main(["demo-model", "--arch", "sd15", "--out", str(model)]) == 0
+    (lora,) = write_epoch_loras(load_bundle(model), tmp_path, "style", 1)
+
+    def render(*lora_args):
+        out = tmp_path / f"img{len(list(tmp_path.glob('img*.png')))}.png"
+        argv = ["generate", "--checkpoint", str(model), "--prompt", "lsdemo", "--seed", "3", "--steps", "2",
+                "--width", "64", "--height", "64", "--out", str(out), *lora_args]
+        assert main(argv) == 0
+        return Image.open(out)
+
+    plain = render()
+    at_zero = render("--lora", f"{lora}:0")
+    at_one = render("--lora", f"{lora}:1")
+    assert np.array_equal(np.asarray(plain), np.asarray(at_zero))  # weight 0 is the base model exactly
+    assert np.abs(np.asarray(plain, dtype=int) - np.asarray(at_one, dtype=int)).mean() > 1.0
+    assert "<lora:style-01:1" in at_one.text["parameters"]

@@ -314,19 +314,14 @@ def _quote(text: str) -> str:
 
 
 def _apply_loras(bundle: ModelBundle, loras: Sequence[tuple[str, float]]):
-    """The hook through which LoRAs are applied while sampling: lora_trainer.network provides it."""
+    """LoRA files applied (as hooks) while sampling, restored afterwards: lora_trainer.network does it."""
     import contextlib
 
     if not loras:
         return contextlib.nullcontext()
-    try:
-        from ..network.inference import applied_loras  # a context manager: apply, then restore
-    except ImportError as e:
-        raise StudioError(
-            "Generating with LoRAs needs lora_trainer.network.inference.applied_loras, which is not available.",
-            "Generate without --lora for now, or update LoRA Studio.",
-        ) from e
-    return applied_loras(bundle, list(loras))
+    from ..network.io import apply_loras  # models/ stays importable without network/ until LoRAs are asked for
+
+    return apply_loras(bundle, list(loras), mode="hooks")
 
 
 def generate(
