@@ -10,8 +10,10 @@
     }
 
     function tabVisible() {
-        const tab = root().querySelector("#lora_studio");
-        return !!tab && tab.offsetParent !== null;
+        // The job panel, not "#lora_studio": a nested Blocks' elem_id is not in the page (gradio 4
+        // standalone, and the WebUI wraps the tab as #tab_lora_studio), so polling never started.
+        const panel = root().querySelector("#lora_studio_job_panel");
+        return !!panel && panel.offsetParent !== null;
     }
 
     function poll() {

@@ -66,9 +66,12 @@ def create_app(ctx: StudioContext):
     import gradio as gr
     from fastapi import FastAPI
 
+    # Built before the page, as the WebUI does: a Blocks made inside another one is rendered into it
+    # at once, so building it inside and calling .render() put the whole tab on the page twice.
+    tab = build_tab(ctx)
     with gr.Blocks(analytics_enabled=False, title="LoRA Studio", css=None) as page:
         gr.HTML(f'<h2 class="ls-title">LoRA Studio <span class="ls-root">{html.escape(str(ctx.root))}</span></h2>')
-        build_tab(ctx).render()
+        tab.render()
     enable_queue(page)
     app = FastAPI()
     app = mount(app, page, path="/")
