@@ -7,12 +7,10 @@ HELP = "caption a project's photos with CoCa (open_clip): short sentences, for r
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--project", required=True, help="project name (a folder under the root)"
-    )
-    parser.add_argument(
-        "--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)"
-    )
+    from ._common import add_project_arguments
+
+
+    add_project_arguments(parser)
     parser.add_argument(
         "--model",
         default="coca_ViT-L-14",
@@ -57,11 +55,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..dataset.captioner import CocaSettings, caption_dataset, load_coca_captioner
-    from ..project import default_root, open_project
+    from ._common import project_of
     from ._console import ConsoleProgress
 
-    root = Path(args.root) if args.root else default_root()
-    project = open_project(root, args.project)
+    project = project_of(args)
     progress = ConsoleProgress()
     groups = 3 if args.beams % 3 == 0 else 1
     settings = CocaSettings(

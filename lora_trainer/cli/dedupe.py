@@ -7,12 +7,10 @@ HELP = "find exact and near-duplicate images (CLIP); with --apply, move all but 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--project", required=True, help="project name (a folder under the root)"
-    )
-    parser.add_argument(
-        "--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)"
-    )
+    from ._common import add_project_arguments
+
+
+    add_project_arguments(parser)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -52,11 +50,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..dataset.dedupe import apply_plan, find_duplicates, load_clip_embedder
-    from ..project import default_root, open_project
+    from ._common import project_of
     from ._console import ConsoleProgress
 
-    root = Path(args.root) if args.root else default_root()
-    project = open_project(root, args.project)
+    project = project_of(args)
     progress = ConsoleProgress()
     embedder = None
     if not args.exact_only:

@@ -9,7 +9,9 @@ DEMO_PROJECT = "demo"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)")
+    from ._common import add_root_argument
+
+    add_root_argument(parser)
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--enable-insecure-extension-access", dest="insecure", action="store_true",
                         help="with --listen: let the 'any folder' setting work (as the WebUI's flag of that name)")
@@ -63,11 +65,9 @@ def ensure_demo_project(root):
 
 
 def run(args) -> int:
-    from pathlib import Path
+    from ._common import root_of
 
-    from ..project import default_root
-
-    root = Path(args.root) if args.root else default_root()
+    root = root_of(args)
     project = ensure_demo_project(root)
     print(f"Demo project ready: {project.dir}")
     if args.no_ui:

@@ -9,9 +9,10 @@ HELP = "import images (folders, zips, files) with their captions into a project'
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_project_arguments
+
     parser.add_argument("sources", nargs="+", metavar="SRC", help="a folder, a .zip, or image files")
-    parser.add_argument("--project", required=True, help="project name (created if it does not exist)")
-    parser.add_argument("--root", default=None, help="the folder holding the projects (default: $LORA_STUDIO_ROOT or ./studio)")
+    add_project_arguments(parser, create_if_missing=True)
     parser.add_argument("--shrink", type=int, default=None, metavar="PX", help="scale imported images down to this longer side; originals go to the trash")
     parser.add_argument("--to-jpeg", action="store_true", help="with --shrink: also store PNG/WebP as JPEG (transparency flattened onto white)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality for --to-jpeg (default 95)")
@@ -21,17 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..dataset.importer import ImportOptions, ShrinkOptions, import_into_dataset
     from ..errors import StudioError
-    from ..project import create_project, default_root, open_project
+    from ._common import project_of
     from ._console import ConsoleProgress
 
     if args.to_jpeg and args.shrink is None:
         raise StudioError("--to-jpeg works together with --shrink.", "Add --shrink PX (e.g. --shrink 2048).")
-    root = args.root or default_root()
-    try:
-        project = open_project(root, args.project)
-    except StudioError:
-        project = create_project(root, args.project)
-        print(f"Created project {project.name!r} in {project.root}.")
+    project = project_of(args, create_if_missing=True)
     shrink = ShrinkOptions(args.shrink, args.to_jpeg, args.quality) if args.shrink is not None else None
     options = ImportOptions(trash_others=args.trash_others, shrink=shrink)
     summary = import_into_dataset(args.sources, project.dataset_dir, project.dir, options, progress=ConsoleProgress())

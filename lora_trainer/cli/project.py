@@ -7,18 +7,19 @@ HELP = "create, list or show projects"
 
 
 def add_arguments(parser) -> None:
+    from ._common import add_root_argument
+
     parser.add_argument("action", choices=["create", "list", "show"])
     parser.add_argument("name", nargs="?", help="project name (name or category/name)")
-    parser.add_argument("--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)")
+    add_root_argument(parser)
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..errors import StudioError
-    from ..project import create_project, default_root, list_projects, open_project
+    from ..project import create_project, list_projects, open_project
+    from ._common import root_of
 
-    root = Path(args.root) if args.root else default_root()
+    root = root_of(args)
     if args.action == "list":
         for name in list_projects(root):
             print(name)

@@ -11,9 +11,10 @@ HELP = "download images of a Gelbooru (or Danbooru, Safebooru) search into a pro
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_project_arguments
+
     parser.add_argument("--tags", required=True, help='the search, e.g. "1girl solo -monochrome score:>=10 rating:general"')
-    parser.add_argument("--project", required=True, help="project name (created if it does not exist)")
-    parser.add_argument("--root", default=None, help="the folder holding the projects (default: $LORA_STUDIO_ROOT or ./studio)")
+    add_project_arguments(parser, create_if_missing=True)
     parser.add_argument("--limit", type=int, default=1000, help="at most this many posts (default 1000, as the Dataset Maker)")
     parser.add_argument("--site", choices=["gelbooru", "danbooru", "safebooru"], default="gelbooru")
     parser.add_argument("--api-url", default="", help="the site's API address (default: the site's own)")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..dataset.booru import Http, HttpConfig, make_client
     from ..dataset.scrape import ScrapeOptions, download, preview
     from ..errors import StudioError
-    from ..project import create_project, default_root, open_project
+    from ._common import project_of
     from ._console import ConsoleProgress
 
     if args.limit < 1:
@@ -47,12 +48,7 @@ def run(args: argparse.Namespace) -> int:
     user = args.user_id if args.user_id is not None else os.environ.get(f"{site}_USER_ID", "")
     client = make_client(args.site, args.api_url, key, user, Http(HttpConfig(requests_per_s=args.rate)))
 
-    root = args.root or default_root()
-    try:
-        project = open_project(root, args.project)
-    except StudioError:
-        project = create_project(root, args.project)
-        print(f"Created project {project.name!r} in {project.root}.")
+    project = project_of(args, create_if_missing=True)
 
     p = preview(client, args.tags, cap=args.limit)
     if p.count == 0:

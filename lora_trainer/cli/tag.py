@@ -11,12 +11,10 @@ def _comma_list(value: str) -> list[str]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--project", required=True, help="project name (a folder under the root)"
-    )
-    parser.add_argument(
-        "--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)"
-    )
+    from ._common import add_project_arguments
+
+
+    add_project_arguments(parser)
     parser.add_argument(
         "--model-dir",
         default="wd-eva02-large-tagger-v3",
@@ -83,11 +81,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..dataset.tagger import TagSettings, tag_dataset
-    from ..project import default_root, open_project
+    from ._common import project_of
     from ._console import ConsoleProgress
 
-    root = Path(args.root) if args.root else default_root()
-    project = open_project(root, args.project)
+    project = project_of(args)
     settings = TagSettings(
         threshold=args.threshold,
         character_threshold=args.character_threshold,

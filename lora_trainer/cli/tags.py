@@ -13,10 +13,9 @@ def _comma_list(value: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", required=True, help="project name (a folder under the root)")
-    parser.add_argument(
-        "--root", default=None, help="the folder holding the projects (default: $LORA_STUDIO_ROOT or ./studio)"
-    )
+    from ._common import add_project_arguments
+
+    add_project_arguments(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = actions.add_parser("freq", help="show the most common tags with their counts")
@@ -68,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from ..dataset import tag_editor as E
-    from ..project import default_root, open_project
+    from ._common import project_of
 
-    project = open_project(args.root or default_root(), args.project)
+    project = project_of(args)
     d, ds = project.dir, project.dataset_dir
     if args.action == "freq":
         _print_freq(E.frequencies(d, top=args.top, search=args.search, dataset_dir=ds), args.search)

@@ -7,7 +7,9 @@ HELP = "start the standalone studio in the browser"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--root", help="studio root folder (default: $LORA_STUDIO_ROOT or ./studio)")
+    from ._common import add_root_argument
+
+    add_root_argument(parser)
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--enable-insecure-extension-access", dest="insecure", action="store_true",
                         help="with --listen: let the 'any folder' setting work (as the WebUI's flag of that name)")
@@ -15,12 +17,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..project import default_root
+    from ._common import root_of
     from ..ui.context import StudioContext
     from ..ui.standalone import serve
 
-    ctx = StudioContext.for_root(Path(args.root) if args.root else default_root(), remote=args.listen and not args.insecure)
+    ctx = StudioContext.for_root(root_of(args), remote=args.listen and not args.insecure)
     serve(ctx, port=args.port, listen=args.listen)
     return 0
