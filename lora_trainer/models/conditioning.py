@@ -16,13 +16,13 @@ Nothing here disables autograd: text-encoder LoRA training backpropagates throug
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
 from lora_trainer.models.clip_text import ClipTextModel
+from lora_trainer.models.unet import timestep_embedding
 from lora_trainer.models.tokenizer import (
     BIGG_PAD_ID,
     CLIP_L_PAD_ID,
@@ -168,10 +168,7 @@ def size_embedding(values: torch.Tensor, dim: int = SIZE_EMBED_DIM, max_period: 
     frequencies exp(-ln(max_period) * j / (dim/2)) for j in 0..dim/2-1, cos first, then sin.
     """
     B, n = values.shape
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=values.device) / half)
-    args = values.reshape(B * n, 1).float() * freqs[None]  # (B*n, half)
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1).reshape(B, n * dim)
+    return timestep_embedding(values.reshape(B * n), dim, max_period).reshape(B, n * dim)
 
 
 def _size_rows(value, batch: int, device: torch.device, name: str) -> torch.Tensor:
