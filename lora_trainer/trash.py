@@ -31,6 +31,7 @@ class TrashBatch:
     created: float  # unix time
     files: tuple[str, ...]  # paths relative to the project folder, as they were before removal
     kept_original: bool  # True for copies (the originals stayed in place), False for moves
+    new_files: tuple[str, ...] = ()  # files that did not exist before the edit: restoring removes them (to a new batch)
 
 
 def _new_batch_dir(project_dir: Path) -> Path:
@@ -63,14 +64,14 @@ def _write_manifest(batch_dir: Path, batch: TrashBatch) -> None:
 
 def _stash(project_dir: Path, paths: Iterable[str | os.PathLike], reason: str, copy: bool) -> TrashBatch | None:
     project_dir = Path(project_dir)
-    rels = []
+    rels, absent = [], []
     for p in paths:
         p = Path(p)
         if not p.is_absolute():
             p = project_dir / p
-        if p.exists():
-            rels.append(_relative(project_dir, p))
-    if not rels:
+        (rels if p.exists() else absent).append(_relative(project_dir, p))
+    new_files = tuple(r.as_posix() for r in absent) if copy else ()  # a move of a missing file is a no-op
+    if not rels and not new_files:
         return None
     batch_dir = _new_batch_dir(project_dir)
     for rel in rels:
@@ -80,7 +81,7 @@ def _stash(project_dir: Path, paths: Iterable[str | os.PathLike], reason: str, c
             shutil.copy2(project_dir / rel, dest)
         else:
             shutil.move(str(project_dir / rel), str(dest))
-    batch = TrashBatch(batch_dir.name, reason, time.time(), tuple(r.as_posix() for r in rels), copy)
+    batch = TrashBatch(batch_dir.name, reason, time.time(), tuple(r.as_posix() for r in rels), copy, new_files)
     _write_manifest(batch_dir, batch)
     return batch
 
@@ -91,7 +92,11 @@ def move_to_trash(project_dir: str | os.PathLike, paths: Iterable[str | os.PathL
 
 
 def keep_copies(project_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], reason: str) -> TrashBatch | None:
-    """Copy files into one new trash batch before they are rewritten in place (the undo of bulk edits)."""
+    """Copy files into one new trash batch before they are rewritten in place (the undo of bulk edits).
+
+    Paths that do not exist yet are recorded as about to be created, so restoring the batch moves
+    the files written there out of the way (into a new batch) and leaves the place empty, as before.
+    """
     return _stash(Path(project_dir), paths, reason, copy=True)
 
 
@@ -104,6 +109,7 @@ def list_batches(project_dir: str | os.PathLike) -> list[TrashBatch]:
             try:
                 data = json.loads((d / MANIFEST).read_text("utf-8"))
                 data["files"] = tuple(data["files"])
+                data["new_files"] = tuple(data.get("new_files", ()))
                 batches.append(TrashBatch(**data))
             except (OSError, ValueError, TypeError, KeyError):
                 continue
@@ -121,7 +127,7 @@ def restore(project_dir: str | os.PathLike, batch_id: str) -> TrashBatch | None:
     batch = next((b for b in list_batches(project_dir) if b.batch_id == batch_id), None)
     if batch is None:
         raise StudioError(f"There is no trash batch {batch_id!r} in {project_dir / TRASH_DIR}.")
-    displaced = move_to_trash(project_dir, [project_dir / f for f in batch.files], f"replaced by restoring {batch_id}")
+    displaced = move_to_trash(project_dir, [project_dir / f for f in batch.files + batch.new_files], f"replaced by restoring {batch_id}")
     for rel in batch.files:
         src = batch_dir / "files" / rel
         if src.exists():

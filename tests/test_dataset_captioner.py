@@ -95,10 +95,9 @@ def test_write_captions_modes_and_undo(tmp_path):
         ds / "a.txt"
     ).read_bytes() == "\ufeffold, tags, new\r\n".encode()  # BOM and CRLF kept
     assert (r.written, r.unchanged, r.skipped) == (2, 1, 0)
-    assert sorted(trash.list_batches(proj)[0].files) == [
-        "dataset/a.txt",
-        "dataset/c.txt",
-    ]
+    batch = trash.list_batches(proj)[0]
+    assert batch.files == ("dataset/a.txt",)  # a copy of the caption that was rewritten
+    assert batch.new_files == ("dataset/c.txt",)  # the caption that did not exist: undo removes it
     trash.restore(proj, r.trash_batch)
     assert (ds / "a.txt").read_bytes() == "\ufeffold, tags\r\n".encode() and not (
         ds / "c.txt"

@@ -196,3 +196,16 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
             raise RuntimeError("crash mid-save")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["f.txt"]  # no temp file left behind
+
+
+def test_keep_copies_records_files_about_to_be_created_and_restore_removes_them(tmp_path):
+    p = create_project(tmp_path, "alice")
+    old, new = p.dataset_dir / "1.txt", p.dataset_dir / "2.txt"
+    old.write_text("a, b")
+    batch = trash.keep_copies(p.dir, [old, new], "tag edit")
+    assert batch.files == ("dataset/1.txt",) and batch.new_files == ("dataset/2.txt",)
+    old.write_text("a")
+    new.write_text("fresh caption")
+    displaced = trash.restore(p.dir, batch.batch_id)
+    assert old.read_text() == "a, b" and not new.exists()
+    assert sorted(displaced.files) == ["dataset/1.txt", "dataset/2.txt"]  # the edit's result is itself undoable

@@ -17,6 +17,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..errors import StudioError
     from ..project import create_project, list_projects, open_project
+    from ..dataset.images import IMAGE_EXTS
     from ._common import root_of
 
     root = root_of(args)
@@ -31,7 +32,7 @@ def run(args) -> int:
         print(f"Created {p.name} in {p.dir}")
         return 0
     p = open_project(root, args.name)
-    images = [f for f in p.dataset_dir.rglob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp"}] if p.dataset_dir.is_dir() else []
+    images = [f for f in p.dataset_dir.rglob("*") if f.suffix.lower() in IMAGE_EXTS] if p.dataset_dir.is_dir() else []
     outputs = sorted(f.name for f in p.output_dir.glob("*.safetensors")) if p.output_dir.is_dir() else []
     print(f"project:  {p.name}")
     print(f"folder:   {p.dir}")

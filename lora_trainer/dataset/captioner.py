@@ -25,10 +25,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from .. import trash
 from ..errors import StudioError
 from ..fileio import write_text
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
-from .tag_editor import _keep_previous, find_images, load_captions, read_caption_file
+from .tag_editor import find_images, load_captions, read_caption_file
 from .tags import dedupe_tags, join_tags, parse_tags, tag_counts
 
 CaptionMode = Literal["overwrite", "append", "skip"]
@@ -97,9 +98,7 @@ def write_captions(
             unchanged += 1
             continue
         planned[old.path] = new
-    batch = (
-        _keep_previous(Path(project_dir), list(planned), reason) if planned else None
-    )
+    batch = trash.keep_copies(project_dir, list(planned), reason).batch_id if planned else None
     for path, text in planned.items():
         write_text(path, text)
     return CaptionWriteResult(len(planned), unchanged, skipped, batch)

@@ -26,11 +26,11 @@ from .. import trash
 from ..errors import StudioError
 from ..fileio import write_text
 from . import tags as T
+from .images import IMAGE_EXTS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CAPTION_EXTENSION = ".txt"
 REASON_PREFIX = "tag edit: "  # marks the trash batches `undo` and `history` work on
 DATASET_DIR = "dataset"  # the project layout's image folder (see project.py)
@@ -78,7 +78,7 @@ def find_images(dataset_dir: str | os.PathLike) -> list[Path]:
     images = []
     for root, dirs, files in os.walk(dataset_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        images += [Path(root) / f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+        images += [Path(root) / f for f in files if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")]
     return sorted(images, key=lambda p: p.relative_to(dataset_dir).as_posix())
 
 
@@ -158,30 +158,11 @@ class EditResult:
         return f"{what}: {len(self.changed)} of {self.total} {files} changed; undo restores them."
 
 
-def _keep_previous(project_dir: Path, paths: Sequence[Path], reason: str) -> str:
-    """Copy the caption files about to be rewritten into one trash batch; return its id.
-
-    A caption file that does not exist yet is recorded in the batch without a stored copy: an
-    empty placeholder is created for `keep_copies` to list, and its copy is taken out of the batch
-    again, so `trash.restore` moves the new file away and leaves no file there, as before. (A
-    crash right after this leaves an empty caption file, which reads the same as no file.)
-    """
-    missing = [p for p in paths if not p.exists()]
-    for p in missing:
-        write_text(p, "")
-    batch = trash.keep_copies(project_dir, paths, reason)
-    assert batch is not None  # every path exists at this point
-    batch_files = Path(project_dir) / trash.TRASH_DIR / batch.batch_id / "files"
-    for p in missing:
-        (batch_files / Path(os.path.abspath(p)).relative_to(os.path.abspath(project_dir))).unlink()
-    return batch.batch_id
-
-
 def _write_all(project_dir: Path, new_text: dict[Path, str], total: int, reason: str) -> EditResult:
     if not new_text:
         return EditResult((), total, None, reason)
     paths = list(new_text)
-    batch_id = _keep_previous(project_dir, paths, reason)
+    batch_id = trash.keep_copies(project_dir, paths, reason).batch_id
     for p in paths:
         write_text(p, new_text[p])
     return EditResult(tuple(paths), total, batch_id, reason)
