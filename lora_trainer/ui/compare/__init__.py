@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ...compare.plan import make_plan
+from ...compare.plan import find_epoch_files, make_plan
 from ...errors import StudioError
 from ...host.base import default_generation
 from ...jobs import Job, JobStatus
@@ -98,6 +98,7 @@ class CompareTab:
         project = project_of(self.ctx, name)
         form = CompareForm(*values)
         lora_dir = lora_dir_of(self.ctx, project, form.lora_dir)
+        find_epoch_files(lora_dir, run_stem(project, lora_dir, form.run))  # "no epochs yet" before "no checkpoint"
         host = host_for(self.ctx, project, lora_dir, form.checkpoint)
         plan = plan_from_form(self.ctx, project, form, host.default_generation())
         job_id = start_grid_job(self.ctx, project, host, plan)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 GRID_JOB_KIND = "grid"
 GRIDS_DIR = "grids"  # under the project's output folder
-HOSTS_KEY = "standalone_hosts"  # ctx.extra: checkpoint path -> StandaloneHost (shared with the Train tab)
+HOST_KEY = "train.standalone_host"  # ctx.extra: ((checkpoint, lora folder, clip skip), StandaloneHost), as the Train tab keeps it
 COMPARE_SECTION = "compare"  # project.toml
 AUTO_KEY = "auto_after_training"
 
@@ -81,37 +81,43 @@ def checkpoint_of(ctx: StudioContext, project: Project, typed: str | None) -> Pa
         ) from None
 
 
-def standalone_host(ctx: StudioContext, checkpoint: Path, lora_dir: Path) -> Host:
-    """One StandaloneHost per checkpoint, kept in ctx.extra so the model loads once per server.
+def clip_skip_of(project: Project, checkpoint: Path) -> int:
+    """The CLIP skip the project trains with (SD1.5 only), so grids match its training samples."""
+    from ...models.checkpoint import describe
+    from ...train.config import TrainConfig
 
-    A host looks LoRA names up in the folders it was made with; when the cached one does not cover
-    `lora_dir`, a new host for that folder replaces it (a job still using the old one keeps it).
+    if describe(checkpoint)["arch"] != "sd15":
+        return 1
+    value = project.load_file().section("train").get("clip_skip", TrainConfig.clip_skip)
+    return value if isinstance(value, int) and 1 <= value <= 12 else TrainConfig.clip_skip
+
+
+def standalone_host(ctx: StudioContext, checkpoint: Path, lora_dir: Path, clip_skip: int = 1) -> Host:
+    """The StandaloneHost kept in ctx.extra, shared with the Train tab, so the model loads once.
+
+    One host is kept at a time, keyed by (checkpoint, LoRA folder, CLIP skip) as the Train tab
+    keys it: a grid right after training reuses the trained model. Another key replaces it and
+    frees the old model (a job still using it keeps its own reference until it ends).
     """
     from ...host.standalone import StandaloneHost
 
-    hosts = ctx.extra.setdefault(HOSTS_KEY, {})
-    key = str(Path(checkpoint).resolve())
-    host = hosts.get(key)
-    wanted = lora_dir.resolve()
-    if host is None or not any(_within(wanted, d) for d in host.lora_dirs()):
-        host = StandaloneHost(key, [lora_dir])
-        hosts[key] = host
+    key = (str(Path(checkpoint)), str(lora_dir), clip_skip)
+    cached = ctx.extra.get(HOST_KEY)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    host = StandaloneHost(checkpoint, lora_dirs=[lora_dir], clip_skip=clip_skip)
+    if cached is not None:
+        cached[1].close()
+    ctx.extra[HOST_KEY] = (key, host)
     return host
-
-
-def _within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def host_for(ctx: StudioContext, project: Project, lora_dir: Path, checkpoint: str | None = None) -> Host:
     """The WebUI's host when inside the WebUI, else a standalone host over the checkpoint."""
     if ctx.host is not None:
         return ctx.host
-    return standalone_host(ctx, checkpoint_of(ctx, project, checkpoint), lora_dir)
+    path = checkpoint_of(ctx, project, checkpoint)
+    return standalone_host(ctx, path, lora_dir, clip_skip_of(project, path))
 
 
 def describe_run(lora_dir: Path, stem: str | None) -> str:
@@ -165,18 +171,22 @@ def start_grid_job(ctx: StudioContext, project: Project, host: Host, plan: GridP
     return ctx.jobs.submit(GRID_JOB_KIND, title, work, gpu=True).id
 
 
-def start_compare_for_project(ctx: StudioContext, project_name: str, checkpoint: str | None = None) -> str:
+def start_compare_for_project(
+    ctx: StudioContext, project_name: str, checkpoint: str | None = None, settings: GridSettings | None = None,
+) -> str:
     """The one-click grid: the project's saved epochs x the default weights, prompted with its
     dataset's activation and common tags, rendered as a GPU job. Returns the job id.
 
     checkpoint: for the standalone host (None: the project's [train] checkpoint, else its demo
-    model); ignored inside the WebUI. Raises StudioError (no epochs, no checkpoint, ...) before
-    any job starts.
+    model); ignored inside the WebUI. settings: None = the defaults (all epochs, weights 0.5-1).
+    Raises StudioError (no epochs, no checkpoint, ...) before any job starts.
     """
     project = open_project(ctx.root, project_name)
     lora_dir = default_lora_dir(ctx, project)
+    stem = run_stem(project, lora_dir)
+    find_epoch_files(lora_dir, stem)  # "no epochs yet" before "no checkpoint"
     host = host_for(ctx, project, lora_dir, checkpoint)
-    plan = compare_after_training(project.dir, lora_dir, run_stem(project, lora_dir), host.default_generation())
+    plan = compare_after_training(project.dir, lora_dir, stem, host.default_generation(), settings=settings)
     return start_grid_job(ctx, project, host, plan)
 
 
