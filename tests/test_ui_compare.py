@@ -201,3 +201,44 @@ def test_errors_are_plain_sentences(studio):
     # The refresh still lists the files, and says why a grid can not be rendered yet.
     found = views(tab, "nockpt", *form(), 64, 64)["lora_studio_compare_found"]
     assert "nockpt-01" in found and "No checkpoint" in found
+
+
+# ----------------------------------------------------------------------------------------------
+# Through gradio's own pre/post-processing (what the browser gets), in both versions
+
+
+def compare_fn_index(blocks, elem_id: str, event: str):
+    target = component(blocks, elem_id)._id
+    if isinstance(blocks.fns, dict):  # gradio 4
+        items = [(k, f, (target, event) in [tuple(t) for t in f.targets]) for k, f in blocks.fns.items()]
+    else:  # gradio 3
+        items = [(i, f, dep["trigger"] == event and target in dep["targets"])
+                 for i, (dep, f) in enumerate(zip(blocks.dependencies, blocks.fns))]
+    return next(k for k, f, hit in items if hit and isinstance(getattr(f.fn, "__self__", None), CompareTab))
+
+
+def test_grid_and_cells_through_gradio_processing(studio):
+    import asyncio
+
+    ctx, tab, _, _ = studio
+    job_id = start_compare_for_project(ctx, "demo", settings=GridSettings(weights=(1.0,), steps=2, width=64, height=64))
+    assert ctx.jobs.get(job_id).wait(60)
+    try:
+        from gradio.state_holder import SessionState  # gradio 4
+
+        state = SessionState(tab)
+    except ImportError:
+        state = {}
+    index = compare_fn_index(tab, "lora_studio_progress", "change")
+    out = asyncio.run(tab.process_api(index, [job_id, "demo", ""], state))["data"]
+    _, _, outputs = next(h for h in handlers(tab, "lora_studio_progress", "change") if isinstance(h[0].__self__, CompareTab))
+    got = {c.elem_id: v for c, v in zip(outputs, out)}
+    image, cells = got["lora_studio_compare_image"], got["lora_studio_compare_cells"]
+    image = image.get("value", image) if isinstance(image, dict) and "value" in image else image
+    cells = cells.get("value", cells) if isinstance(cells, dict) and "value" in cells else cells
+    # gradio 3 sends the grid inline (data URL), gradio 4 a copy in its cache; never our own path.
+    served = image if isinstance(image, str) else (image.get("path") or image.get("url"))
+    assert served and str(ctx.root) not in served
+    assert len(cells) == 2
+    captions = [c["caption"] if isinstance(c, dict) else c[1] for c in cells]
+    assert captions == ["demo-01 / 1", "demo-02 / 1"]
