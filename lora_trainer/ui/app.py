@@ -12,6 +12,7 @@ from ..errors import StudioError
 from ..project import create_project, list_projects, open_project
 from . import compare as compare_tab
 from . import dataset as dataset_tab
+from . import train as train_tab
 from .compat import on, update
 from .context import StudioContext
 from .job_panel import build_job_panel
@@ -57,13 +58,14 @@ def build_tab(ctx: StudioContext) -> gr.Blocks:
             with gr.Tab("Dataset", id="dataset", elem_id="lora_studio_dataset_tab"):
                 dataset = dataset_tab.build(ctx, project)
             with gr.Tab("Train", id="train", elem_id="lora_studio_train_tab"):
-                gr.Markdown("Training settings and progress appear here once the trainer lands (issue 5).")
+                train = train_tab.build(ctx, project)
             with gr.Tab("Compare", id="compare", elem_id="lora_studio_compare_tab"):
                 compare = compare_tab.build(ctx, project)
 
         # 3. One job panel for every long operation.
         panel = build_job_panel(ctx)
         dataset.connect(panel)
+        train.connect(panel)
         compare.connect(panel)
 
         def do_refresh(current: str | None):
