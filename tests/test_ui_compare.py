@@ -92,7 +92,7 @@ def plain_error(html: str) -> str:
 
 
 def test_the_tab_finds_the_saved_epochs_and_fills_the_default_prompt(studio):
-    _, tab, _, _ = studio
+    ctx, tab, project, host = studio
     assert "demo-01, demo-02" in component(tab, "lora_studio_compare_found").value  # shown at build time
     out = views(tab, "demo", *form(), 64, 64)
     assert "2 file(s)" in out["lora_studio_compare_found"] and "demo-01, demo-02" in out["lora_studio_compare_found"]
@@ -104,6 +104,10 @@ def test_the_tab_finds_the_saved_epochs_and_fills_the_default_prompt(studio):
     # A typed prompt is left alone; the epoch list can be narrowed.
     out = views(tab, "demo", *form(prompt="x"), 64, 64)
     assert "lora_studio_compare_prompt" not in out
+    # Looking (even at another model) neither loads nor replaces the cached host.
+    other = write_demo_checkpoint(project.dir / "other.safetensors", seed=1)
+    views(tab, "demo", *form(checkpoint=str(other)), 64, 64)
+    assert ctx.extra[HOST_KEY][1] is host
 
 
 def test_render_grid_runs_a_job_and_shows_the_png_and_its_cells(studio):

@@ -33,6 +33,7 @@ from .runs import (
     keep_tokens_of,
     latest_grid,
     lora_dir_of,
+    model_defaults,
     plan_from_form,
     run_stem,
     set_auto_compare,
@@ -124,7 +125,7 @@ class CompareTab:
         except StudioError as e:
             return {**out, self.found: error_message(e), self.image: None, self.gallery: []}
         try:
-            defaults = host_for(self.ctx, project, lora_dir, form.checkpoint).default_generation()
+            defaults = model_defaults(self.ctx, project, form.checkpoint)
             out[self.width], out[self.height] = _size_for(width, height, defaults)
         except StudioError as e:  # no checkpoint yet: the files are listed, rendering will say why
             defaults = default_generation("sd15")
@@ -214,7 +215,8 @@ def build(ctx: StudioContext, project: gr.Dropdown) -> CompareTab:
         "X/Y/Z plot settings below make the same grid in txt2img."
     )
     with gr.Row():
-        lora_dir = gr.Textbox(label="LoRA folder", placeholder="the project's output folder", scale=3,
+        where = "the project's folder in the WebUI's Lora folder" if ctx.host is not None else "the project's output folder"
+        lora_dir = gr.Textbox(label="LoRA folder", placeholder=where, scale=3,
                               elem_id="lora_studio_compare_lora_dir")
         run = gr.Textbox(label="Run", placeholder="the project's name", scale=1, elem_id="lora_studio_compare_run",
                          info="NAME of NAME-01.safetensors")

@@ -271,11 +271,21 @@ def plan_from_form(ctx: StudioContext, project: Project, form: CompareForm, defa
     )
 
 
+def model_defaults(ctx: StudioContext, project: Project, checkpoint: str | None = None) -> GenerationRequest:
+    """The generation defaults of the model a grid would use, without loading it or touching the
+    cached host (standalone: the checkpoint's header tells its architecture)."""
+    if ctx.host is not None:
+        return ctx.host.default_generation()
+    from ...models.checkpoint import describe
+
+    return default_generation(describe(checkpoint_of(ctx, project, checkpoint))["arch"])
+
+
 def export_defaults(ctx: StudioContext, project: Project, form: CompareForm) -> GenerationRequest:
-    """Defaults for the fields left empty when only exporting: the model's when a host is at hand,
+    """Defaults for the fields left empty when only exporting: the model's when one is at hand,
     else SD1.5's (the X/Y/Z text is for a WebUI, which has its own model)."""
     try:
-        return host_for(ctx, project, lora_dir_of(ctx, project, form.lora_dir), form.checkpoint).default_generation()
+        return model_defaults(ctx, project, form.checkpoint)
     except StudioError:
         return default_generation("sd15")
 
