@@ -65,3 +65,14 @@ cmd_opts = argparse.Namespace(
     listen=False, share=False, ngrok=None, server_name=None, enable_insecure_extension_access=False,
     lora_dir=None, lyco_dir_backcompat=None, ckpt_dir=None, vae_dir=None, embeddings_dir=None,
 )
+
+# ---- added for the WebUI host tests (tests/test_host_webui*.py) ----
+from modules.shared_state import State  # noqa: E402
+
+state = State()
+sd_model = None  # a test sets the loaded model (tests/fake_webui/fake_models.py)
+loaded_hypernetworks = []
+interrogator = None
+for _flag, _value in (("lowvram", False), ("medvram", False), ("no_half", False), ("api", False),
+                      ("nowebui", False), ("api_auth", None)):
+    setattr(cmd_opts, _flag, _value)
