@@ -2,6 +2,7 @@
 # LoRA Studio on a fresh machine: sets up a local virtual environment, then
 #   ./studio.sh demo    creates the demo project and starts the studio at http://localhost:7860/
 #   ./studio.sh test    runs the whole test suite (gradio 4.40 as in Forge, and gradio 3.41.2 as in A1111)
+#   ./studio.sh browser-test   only the browser test (tests/browser), installing Debian's chromium if needed
 #   ./studio.sh ARGS    runs `python -m lora_trainer ARGS`
 # Needs Python >= 3.10 (`PYTHON=python3.11 ./studio.sh ...` to pick one). Re-runs are quick: the
 # environments are only touched when pyproject.toml or the pins under tests/envs/ change.
@@ -44,6 +45,26 @@ setup_gradio3() {
     fi
 }
 
+setup_browser() {
+    # tests/browser drives Debian's Chromium through Playwright (no browser download). It is
+    # installed when CI runs as root (CI=true) or when asked for (`./studio.sh browser-test`);
+    # a plain `./studio.sh test` never needs sudo: without chromium the browser test is skipped.
+    command -v chromium >/dev/null && return 0
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if [ "${1:-}" = asked ] && command -v sudo >/dev/null; then sudo=sudo; else sudo=none; fi
+    fi
+    if [ "$sudo" != none ] && { [ "${CI:-}" = true ] || [ "${1:-}" = asked ]; }; then
+        echo "studio.sh: installing Debian's chromium for the browser test (about 30 s, once)..."
+        if ! ($sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium) >/dev/null; then
+            echo "studio.sh: WARNING: apt-get could not install chromium; the browser test will be skipped."
+        fi
+    else
+        echo "studio.sh: no chromium here, so the browser test (tests/browser) is skipped;" \
+             "\`./studio.sh browser-test\` installs it (apt-get, needs root or sudo) and runs it."
+    fi
+}
+
 case "${1:-demo}" in
     demo)
         setup_main
@@ -53,10 +74,17 @@ case "${1:-demo}" in
     test)
         setup_main
         setup_gradio3
+        setup_browser
         shift || true
         # The UI under gradio 3.41.2 first, then the whole suite under gradio 4.40 (its summary closes the log).
         "$VENV3/bin/python" -m pytest -q -p no:cacheprovider -m gradio3 "$@"
         exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    browser-test)
+        setup_main
+        setup_browser asked
+        shift || true
+        exec "$VENV/bin/python" -m pytest -q tests/browser "$@"
         ;;
     *)
         setup_main
