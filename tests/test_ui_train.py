@@ -15,7 +15,7 @@ from lora_trainer.project import create_project
 from lora_trainer.train.config import DatasetFolder, TrainConfig, load_train_config
 from lora_trainer.ui.app import build_tab
 from lora_trainer.ui.context import StudioContext
-from lora_trainer.ui.train import session
+from lora_trainer.ui.train import last_log_history, session
 from lora_trainer.ui.train.form import (
     HIDDEN,
     PSEUDO,
@@ -218,6 +218,13 @@ def test_a_broken_train_section_is_a_sentence_and_the_form_stays(ctx, project):
     loaded = call(build_tab(ctx), "lora_studio_train_load", "click", "do_load", "alice")
     assert "unknown setting 'unet_lrr'" in text(loaded["lora_studio_train_message"])
     assert all(is_update(loaded[s.elem_id]) for s in SETTINGS)
+    # Saving from the form replaces the broken section; the old file is kept in the trash.
+    out = call(build_tab(ctx), "lora_studio_train_save", "click", "do_save", "alice", *form_values(SDXL))
+    assert "a copy of the old file is in the project's trash" in text(out["lora_studio_train_message"])
+    assert load_train_config(project.load_file().section("train")) == SDXL
+    from lora_trainer.trash import list_batches
+
+    assert len(list_batches(project.dir)) == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,7 +249,8 @@ def test_start_resume_and_watch_a_real_training(ctx, project, tiny_checkpoint):
     assert view["lora_studio_train_chart"].size == (720, 300) and len(job.history) == 4
     assert "alice-01.safetensors" in view["lora_studio_train_epochs"] and view["lora_studio_train_samples"] == []
     again = call(tab, "lora_studio_train_poll", "click", "do_refresh", "alice", job_id, view["lora_studio_train_seen"])
-    assert all(is_update(v) for k, v in again.items() if k not in ("lora_studio_train_job", "lora_studio_train_seen"))
+    assert all(is_update(again[k]) for k in ("lora_studio_train_chart", "lora_studio_train_epochs", "lora_studio_train_samples"))
+    assert again["lora_studio_train_summary"] == view["lora_studio_train_summary"]
 
     # Resume the stopped-after-one-epoch run to two epochs, now with a sample per epoch.
     two = one_epoch.replace(max_train_epochs=2, sample_every_n_epochs=1, sample_prompts=["lsdemo"], sample_steps=1)
@@ -290,6 +298,44 @@ def test_start_without_a_model_or_a_stopped_run_says_so(ctx, project, tiny_check
     out = call(tab, "lora_studio_train_resume", "click", "do_resume", "alice", *form_values(SD15.replace(**FAST)))
     assert "There is no stopped run of alice to resume" in text(out["lora_studio_train_message"])
     assert not ctx.jobs.jobs("train")
+
+
+def test_the_demo_project_is_ready_to_train(ctx):
+    from lora_trainer.cli.demo import ensure_demo_project
+
+    ensure_demo_project(ctx.root)
+    tab = build_tab(ctx)
+    loaded = call(tab, "lora_studio_train_load", "click", "do_load", "demo")
+    assert loaded["lora_studio_train_checkpoint"] == "demo-model.safetensors"  # relative: inside the project
+    assert "No problems found." in loaded["lora_studio_train_problems"]
+    assert "12 images x 2 repeats = 24 steps." in text(loaded["lora_studio_train_preview"])
+
+
+def test_the_run_view_after_a_restart_through_gradio_processing(ctx, project):
+    """No job in this server process: the chart comes from the newest loss log, the files from disk."""
+    from PIL import Image
+
+    from lora_trainer.train.logs import COLUMNS
+    from tests.test_ui_dataset import file_of, process
+
+    project.logs_dir.mkdir(parents=True, exist_ok=True)
+    rows = [",".join(COLUMNS)] + [f"{i},1,{1 / i:.3f},{1 / i:.3f},0.0005,0.0001,1.5,0.1,{i}" for i in range(1, 6)]
+    (project.logs_dir / "alice-20260101-120000.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    (project.logs_dir / "alice2-20260102-120000.csv").write_text("step,loss\n1,9\n", "utf-8")  # another project's
+    (project.output_dir / "alice-01.safetensors").write_bytes(b"\0" * 4096)
+    (project.output_dir / "samples").mkdir()
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(project.output_dir / "samples" / "alice-01-01.png")
+    tab = build_tab(ctx)
+    outs = process(tab, "lora_studio_train_refresh", "click", ["alice", "", ""], name="do_refresh")
+    _fn, _inputs, outputs = handler(tab, "lora_studio_train_refresh", "click", "do_refresh")
+    got = {c.elem_id: (v.get("value", v) if isinstance(v, dict) and "__type__" in v else v) for c, v in zip(outputs, outs)}
+    assert got["lora_studio_train_job"] == "" and got["lora_studio_train_summary"] == ""
+    assert file_of(got["lora_studio_train_chart"])  # a served file (gradio 4) or inline PNG data (gradio 3)
+    assert "alice-01.safetensors</td><td>4 KB" in got["lora_studio_train_epochs"]
+    gallery = got["lora_studio_train_samples"]
+    assert len(gallery) == 1 and str(ctx.root) not in str(file_of(gallery[0]))  # served from gradio's cache
+    history = last_log_history(project)
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5] and history[1]["loss"] == 0.5
 
 
 def test_train_script_and_styles_are_injected():

@@ -23,7 +23,15 @@ from ...train.state import saved_epochs
 from ..compat import QUIET, on, update
 from ..context import StudioContext
 from . import session, view
-from .form import SECTIONS, SETTINGS, Setting, arch_preset, config_from_values, form_values, to_ui
+from .form import (
+    SECTIONS,
+    SETTINGS,
+    Setting,
+    arch_preset,
+    config_from_values,
+    form_values,
+    to_ui,
+)
 
 __all__ = ["TrainTab", "build"]
 
@@ -163,8 +171,8 @@ class TrainTab:
     # ---- callbacks
 
     def _config(self, project, values):
-        base, _ = session.saved_config(self.ctx, project)
-        return config_from_values(base, values)
+        arch = values[[s.name for s in SETTINGS].index("arch")]
+        return config_from_values(session.base_config(self.ctx, project, arch), values)
 
     def do_check(self, name, *values):
         try:
@@ -179,11 +187,14 @@ class TrainTab:
         try:
             project = session.project_of(self.ctx, name)
             config = self._config(project, values)
-            session.save_config(project, config)
+            replaced = session.save_config(project, config)
         except StudioError as e:
             return view.lines_html([str(e)], "ls-error"), update(), update()
         preview, problems = self.do_check(name, *values)
-        return view.lines_html([f"Saved the settings to {project.toml_path}."], "ls-ok"), preview, problems
+        said = [f"Saved the settings to {project.toml_path}."]
+        if replaced:
+            said.append("Its old [train] section could not be read; a copy of the old file is in the project's trash.")
+        return view.lines_html(said, "ls-ok"), preview, problems
 
     def do_load(self, name):
         keep = [update() for _ in self.form]
@@ -232,7 +243,7 @@ class TrainTab:
         except StudioError as e:
             return update(), update(), view.lines_html(str(e).splitlines(), "ls-error"), update(), update()
         result = session.check(self.ctx, project, config)
-        said = f"{job.title}: the progress is in the panel below; files appear here after each saved epoch."
+        said = f"{job.title}: started. Its progress shows below and in the job panel at the bottom of the tab."
         return (job.id, job.id, view.lines_html([said], "ls-info"), view.lines_html(result.preview),
                 view.problems_html(result.errors, result.warnings))
 
@@ -246,7 +257,8 @@ class TrainTab:
         return view.lines_html([session.stop(self.ctx, job_id, name)], "ls-info")
 
     def do_refresh(self, name, job_id, seen):
-        """The run view of project `name`; unchanged values are not sent again."""
+        """The run view of project `name`. The chart, files and samples are sent again only when the
+        run or the files changed (`seen` is what was last sent); the summary line always."""
         try:
             project = session.project_of(self.ctx, name)
         except StudioError:
@@ -270,11 +282,12 @@ class TrainTab:
         signature = "|".join([name, job.id if job else "", job.status.value if job else "",
                               str(len(job.history)) if job else "", ";".join(stamp), str(len(samples))])
         job_value = job.id if job is not None else ""
+        summary = view.summary_html(view.summary_line(job), job.status if job else None)  # small: always sent
         if signature == seen:
-            return job_value, seen, update(), update(), update(), update()
+            return job_value, seen, summary, update(), update(), update()
         history = list(job.history) if job is not None else last_log_history(project)
-        return (job_value, signature, view.summary_html(view.summary_line(job), job.status if job else None),
-                view.loss_chart(history), view.epochs_html(epochs, files.output_dir), view.gallery_value(samples))
+        return (job_value, signature, summary, view.loss_chart(history), view.epochs_html(epochs, files.output_dir),
+                view.gallery_value(samples))
 
 
 def _initial_config(ctx: StudioContext, name: str | None):

@@ -66,14 +66,15 @@ SETTINGS: tuple[Setting, ...] = (
     # ---- Setup
     _s("checkpoint", "Model file", "Setup", "text",
        "The SD1.5 or SDXL checkpoint to train on (.safetensors or .ckpt), e.g. an anime model for anime characters. "
-       "A path on the server, or a file name inside the project folder."),
+       "A path on the server; a relative path is inside the project folder."),
     _s("arch", "Model family", "Setup", "dropdown",
        "Which of the guide's trainers: SD1.5 (512 px) or SDXL (1024 px). Changing it fills in that trainer's defaults.",
        choices=ARCHS),
     _s("project_name", "File prefix", "Setup", "text",
        "Epoch files are <prefix>-01.safetensors, -02, ... Empty = the project's name.", expert=True),
     _s("output_dir", "Output folder", "Setup", "text",
-       "Where the LoRA files go. Empty = the project's output folder (inside the WebUI: its Lora/<project> folder).",
+       "Where the LoRA files go (a relative path is inside the project folder). Empty = the project's output folder "
+       "(inside the WebUI: its Lora/<project> folder).",
        expert=True),
     _s("vae", "Separate VAE", "Setup", "text",
        "A VAE file to use instead of the checkpoint's own (the XL trainer uses the SDXL VAE). Empty = the checkpoint's.",

@@ -59,11 +59,32 @@ def saved_config(ctx: StudioContext, project: Project) -> tuple[TrainConfig, boo
     return load_train_config(section, host_arch(ctx) or "sd15"), bool(section)
 
 
-def save_config(project: Project, config: TrainConfig) -> None:
-    """Replace the [train] section of project.toml (other sections are kept as they are)."""
+def base_config(ctx: StudioContext, project: Project, arch: str) -> TrainConfig:
+    """What the form's values are applied to: the saved settings (for the fields the form does not
+    show), or the family's defaults when the saved section can not be read."""
+    try:
+        return saved_config(ctx, project)[0]
+    except StudioError:
+        return TrainConfig.defaults_for(arch if arch in ("sd15", "sdxl") else "sd15")
+
+
+def save_config(project: Project, config: TrainConfig) -> bool:
+    """Replace the [train] section of project.toml (other sections are kept as they are).
+
+    A [train] section that can not be read is replaced too, after a copy of the file went to the
+    project's trash; returns True when that happened."""
+    from ...trash import keep_copies
+
     pf = project.load_file()
+    try:
+        load_train_config(pf.section("train"))
+        broken = False
+    except StudioError:
+        keep_copies(project.dir, [project.toml_path], "the Train tab replaced a [train] section it could not read")
+        broken = True
     pf.set_section("train", config.to_toml_dict())
     project.save_file(pf)
+    return broken
 
 
 # ---- what the dataset says ---------------------------------------------------------------------
@@ -105,15 +126,14 @@ def first_tags(dataset) -> tuple[str, int, int]:
 def resolve_paths(ctx: StudioContext, project: Project, config: TrainConfig) -> TrainConfig:
     """The config with every typed path made absolute and confined to the allowed folders.
 
-    A bare file name (`demo-model.safetensors`) is looked for in the project folder first."""
+    A relative path is inside the project folder, as the dataset folders and the checkpoint are
+    (TrainConfig.checkpoint_path), so `demo-model.safetensors` is the project's own model."""
     changes = {}
     for name in ("checkpoint", "vae", "network_weights", "output_dir"):
         text = getattr(config, name).strip()
-        if not text:
-            continue
-        if not Path(text).is_absolute() and (project.dir / text).exists():
-            text = str(project.dir / text)
-        changes[name] = str(ctx.paths.confine(text))
+        if text:
+            path = Path(text).expanduser()
+            changes[name] = str(ctx.paths.confine(path if path.is_absolute() else project.dir / path))
     return config.replace(**changes)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...cli._console import format_duration
 from ...jobs import Job, JobStatus
 
 CHART_SIZE = (7.2, 3.0)  # inches at 100 dpi: 720 x 300 px, the width of the tab's main column
@@ -51,7 +52,9 @@ def loss_chart(history: Sequence[dict[str, Any]]):
     if not history:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # not pyplot: no global figure state in a server thread
+    from matplotlib.figure import (
+        Figure,  # not pyplot: no global figure state in a server thread
+    )
     from PIL import Image
 
     points = _thin(history)
@@ -130,15 +133,10 @@ def summary_line(job: Job | None) -> str:
         loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
         last = f"; the newest file is {result.last_file.name} (try it first)" if result.last_file else ""
         resumed = f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""
-        took = f" in {_duration(job.elapsed_s)}"
+        took = f" in {format_duration(job.elapsed_s)}"
         return (f"Finished {result.epochs_done} of {result.total_epochs} epochs, {result.steps_done} steps{resumed}"
                 f"{took}{loss}{last}.")
     return job.summary
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s} s"
 
 
 def summary_html(text: str, status: JobStatus | None) -> str:
