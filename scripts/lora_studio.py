@@ -20,16 +20,19 @@ if EXTENSION_DIR not in sys.path:
 
 def _context():
     from lora_trainer.host import webui_settings
+    from lora_trainer.host.webui import WebUIHost
     from lora_trainer.ui.context import StudioContext
 
     settings = webui_settings.read_settings()
-    # host=None until the WebUI host (host/webui.py) lands; the tab then lends the loaded model.
+    host = WebUIHost()  # lends the loaded model; generates and captions with the WebUI's own pipeline
     return StudioContext.for_root(
         webui_settings.studio_root(settings),
         mode="webui",
         settings=settings,
         host_folders=tuple(webui_settings.model_folders()),
         remote=webui_settings.remote_restricted(),
+        host=host,
+        extra={"caption_fn": host.caption_fn()},
     )
 
 
@@ -37,6 +40,12 @@ def on_ui_tabs():
     from lora_trainer.ui.app import build_tab
 
     return [(build_tab(_context()), "LoRA Studio", "lora_studio")]
+
+
+def on_app_started(demo, app):
+    from lora_trainer.host.webui_api import on_app_started as routes
+
+    routes(_context)(demo, app)  # only with --api / --nowebui, behind --api-auth
 
 
 def on_ui_settings():
@@ -47,3 +56,4 @@ def on_ui_settings():
 
 script_callbacks.on_ui_tabs(on_ui_tabs)
 script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_app_started(on_app_started)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StudioError
 
@@ -183,19 +184,26 @@ def register_routes(app, context: Callable[[], StudioContext], credentials: dict
     from fastapi.security import HTTPBasic, HTTPBasicCredentials
     from pydantic import BaseModel
 
-    class Strict(BaseModel):
-        class Config:
-            extra = "forbid"  # a typo'd field is an error, not silently ignored
+    # A typo'd field is an error, not silently ignored. pydantic 2 (Forge, gradio 4) and 1 (A1111).
+    try:
+        from pydantic import ConfigDict
+
+        class Strict(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+    except ImportError:
+        class Strict(BaseModel):
+            class Config:
+                extra = "forbid"
 
     class TrainBody(Strict):
         project: str
-        config: dict = {}
+        config: dict = {}  # noqa: RUF012 (pydantic copies field defaults)
         resume: bool = False
 
     class TagBody(Strict):
         project: str
         model: str
-        settings: dict = {}
+        settings: dict = {}  # noqa: RUF012 (pydantic copies field defaults)
         mode: str = "overwrite"
 
     class CaptionBody(Strict):
@@ -204,15 +212,15 @@ def register_routes(app, context: Callable[[], StudioContext], credentials: dict
 
     class GridBody(Strict):
         project: str
-        settings: dict = {}
-        stem: Optional[str] = None
-        out: Optional[str] = None
+        settings: dict = {}  # noqa: RUF012 (pydantic copies field defaults)
+        stem: str | None = None
+        out: str | None = None
 
     dependencies = []
     if credentials:
         basic = HTTPBasic()
 
-        def auth(given: HTTPBasicCredentials = Depends(basic)) -> bool:
+        def auth(given: HTTPBasicCredentials = Depends(basic)) -> bool:  # noqa: B008 (FastAPI dependency)
             password = credentials.get(given.username)
             if password is not None and secrets.compare_digest(given.password, password):
                 return True
@@ -252,6 +260,13 @@ def register_routes(app, context: Callable[[], StudioContext], credentials: dict
             return {"job": job_json(cancel_job(context(), job_id))}
         except KeyError:
             raise HTTPException(status_code=404, detail=f"No job {job_id!r}.") from None
+
+    # This module has `from __future__ import annotations`: FastAPI reads annotations to tell a
+    # JSON body from query parameters, and can not resolve these local classes from strings.
+    for endpoint, body in ((train, TrainBody), (tag, TagBody), (caption, CaptionBody), (grid, GridBody)):
+        endpoint.__annotations__ = {"body": body}
+    for endpoint in (job, cancel):
+        endpoint.__annotations__ = {"job_id": str}
 
     for path, endpoint, methods in (
         ("/train", train, ["POST"]), ("/tag", tag, ["POST"]), ("/caption", caption, ["POST"]),

@@ -13,8 +13,8 @@ calls = []
 
 
 class StableDiffusionProcessing:
-    cached_c = [None, None]
-    cached_uc = [None, None]
+    cached_c = [None, None]  # noqa: RUF012 (class-level in the WebUI too)
+    cached_uc = [None, None]  # noqa: RUF012
 
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
@@ -47,6 +47,7 @@ def first_conv(sd_model):
 
 def process_images(p):
     import networks
+
     from modules import call_queue
 
     names, weights = [], []

@@ -67,7 +67,7 @@ cmd_opts = argparse.Namespace(
 )
 
 # ---- added for the WebUI host tests (tests/test_host_webui*.py) ----
-from modules.shared_state import State  # noqa: E402
+from modules.shared_state import State
 
 state = State()
 sd_model = None  # a test sets the loaded model (tests/fake_webui/fake_models.py)
