@@ -300,6 +300,36 @@ def test_start_without_a_model_or_a_stopped_run_says_so(ctx, project, tiny_check
     assert not ctx.jobs.jobs("train")
 
 
+class LoadedModelHost:
+    """What the tab sees of a WebUI host: the loaded model's family and its Lora folder."""
+
+    name = "a1111"
+
+    def __init__(self, arch: str, lora_dir):
+        self.arch, self.lora_dir = arch, lora_dir
+
+    def model_arch(self) -> str:
+        return self.arch
+
+    def lora_output_dir(self, project):
+        return self.lora_dir / project.name
+
+
+def test_inside_the_webui_the_loaded_model_is_used(tmp_path, project):
+    ctx = StudioContext.for_root(project.root, host=LoadedModelHost("sdxl", tmp_path / "Lora"))
+    tab = build_tab(ctx)
+    assert component(tab, "lora_studio_train_checkpoint").visible is False
+    loaded = call(tab, "lora_studio_train_load", "click", "do_load", "alice")
+    assert "the model the WebUI has loaded (SDXL)" in loaded["lora_studio_train_model_note"]
+    assert loaded["lora_studio_train_arch"] == "sdxl" and loaded["lora_studio_train_resolution"] == 1024
+    assert "No problems found." in loaded["lora_studio_train_problems"]  # no model file needed
+    _, problems = trigger(tab, "lora_studio_train_check", "click", "alice", *form_values(SD15))
+    assert "The WebUI has an SDXL model loaded, but the settings are for SD1.5." in text(problems)
+    config = session.resolve_paths(ctx, project, SDXL)
+    assert session.host_for(ctx, config, tmp_path) is ctx.host and session.HOST_KEY not in ctx.extra
+    assert session.run_files(ctx, project, config).output_dir == tmp_path / "Lora" / "alice"
+
+
 def test_the_demo_project_is_ready_to_train(ctx):
     from lora_trainer.cli.demo import ensure_demo_project
 
