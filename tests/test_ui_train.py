@@ -314,6 +314,10 @@ class LoadedModelHost:
     def lora_output_dir(self, project):
         return self.lora_dir / project.name
 
+    def wrap_job(self, title, fn, config=None, project=None):
+        self.wrapped = (title, config, project)
+        return lambda progress, cancel: "ran inside the WebUI's queue lock"  # the real one calls fn there
+
 
 def test_inside_the_webui_the_loaded_model_is_used(tmp_path, project):
     ctx = StudioContext.for_root(project.root, host=LoadedModelHost("sdxl", tmp_path / "Lora"))
@@ -328,6 +332,10 @@ def test_inside_the_webui_the_loaded_model_is_used(tmp_path, project):
     config = session.resolve_paths(ctx, project, SDXL)
     assert session.host_for(ctx, config, tmp_path) is ctx.host and session.HOST_KEY not in ctx.extra
     assert session.run_files(ctx, project, config).output_dir == tmp_path / "Lora" / "alice"
+    out = call(tab, "lora_studio_train_start", "click", "do_start", "alice", *form_values(SDXL))
+    job = ctx.jobs.get(out["lora_studio_train_job"])
+    assert job.wait(10) and job.result == "ran inside the WebUI's queue lock"
+    assert ctx.host.wrapped == ("Training alice", SDXL, project)
 
 
 def test_the_demo_project_is_ready_to_train(ctx):

@@ -295,6 +295,7 @@ def job_of(ctx: StudioContext, job_id: str, name: str | None) -> Job | None:
 
 def start(ctx: StudioContext, project: Project, config: TrainConfig, resume: bool = False) -> Job:
     """Submit the training job; the config is saved to project.toml first (as typed)."""
+    from ...host.webui_api import as_host_job
     from ...train.run import train_job
     from ...train.state import STATE_DIR, saved_states
 
@@ -318,11 +319,12 @@ def start(ctx: StudioContext, project: Project, config: TrainConfig, resume: boo
     host = host_for(ctx, resolved, files.output_dir)
     save_config(project, config)
 
-    def fn(progress, cancel):
+    def work(progress, cancel):
         return train_job(project, resolved, host, progress, cancel, resume=resume)
 
     title = f"{'Resuming' if resume else 'Training'} {project.name}"
-    job = ctx.jobs.submit("train", title, fn, gpu=True)
+    # Inside the WebUI the host wraps the job: its queue lock, progress bar and Interrupt button.
+    job = ctx.jobs.submit("train", title, as_host_job(ctx, title, work, config=resolved, project=project), gpu=True)
     runs(ctx)[job.id] = files
     return job
 
