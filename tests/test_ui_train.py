@@ -381,3 +381,27 @@ def test_train_script_and_styles_are_injected():
 
     head = page_head_assets()
     assert "lora_studio_train_poll" in head and ".ls-train-epochs" in head
+
+
+def test_compare_epochs_button_and_the_automatic_grid_after_training(ctx, project, tiny_checkpoint):
+    from lora_trainer.ui.compare.runs import set_auto_compare
+
+    shutil.copy(tiny_checkpoint, project.dir / "tiny.safetensors")
+    tab = build_tab(ctx)
+    out = call(tab, "lora_studio_train_compare", "click", "do_compare", "alice")
+    assert "holds no LoRA epoch files" in text(out["lora_studio_train_message"])
+    assert not ctx.jobs.jobs("grid")
+
+    set_auto_compare(project, True)
+    out = call(tab, "lora_studio_train_start", "click", "do_start", "alice", *form_values(SD15.replace(**FAST, max_train_epochs=1)))
+    job = ctx.jobs.get(out["lora_studio_train_job"])
+    assert job.wait(60) and job.status == JobStatus.DONE, job.error
+    (auto,) = ctx.jobs.jobs("grid")  # queued by the finished training
+    assert "queued the comparison grid" in "\n".join(job.log_tail)
+
+    out = call(tab, "lora_studio_train_compare", "click", "do_compare", "alice")
+    clicked = ctx.jobs.get(out["lora_studio_job_id"])
+    assert clicked.kind == "grid" and "Rendering the grid" in text(out["lora_studio_train_message"])
+    for grid in (auto, clicked):  # rendering them is Compare's tests' job; keep this one short
+        ctx.jobs.cancel(grid.id)
+        assert grid.wait(60)

@@ -135,6 +135,7 @@ class TrainTab:
     job: gr.Textbox  # the training job this page shows (hidden)
     seen: gr.Textbox  # what the run view last showed, to skip unchanged refreshes (hidden)
     poll: gr.Button  # clicked by javascript/train.js (hidden)
+    compare_button: gr.Button  # the one-click epochs x weights grid (Compare tab's defaults)
 
     @property
     def view_outputs(self) -> list:
@@ -167,6 +168,17 @@ class TrainTab:
         outputs = [panel.job_id, self.job, self.message, self.preview, self.problems]
         on(self.start_button.click, self.do_start, [self.project, *self.form], outputs)
         on(self.resume_button.click, self.do_resume, [self.project, *self.form], outputs)
+        on(self.compare_button.click, self.do_compare, [self.project], [panel.job_id, self.message])
+
+    def do_compare(self, name):
+        """Render the grid of the epochs saved so far (also while training runs: it queues behind)."""
+        from ..compare.runs import start_compare_for_project
+
+        try:
+            job_id = start_compare_for_project(self.ctx, name)
+        except StudioError as e:
+            return update(), view.lines_html([str(e)], "ls-error")
+        return job_id, view.lines_html(["Rendering the grid of the saved epochs; it appears in the Compare tab."], "ls-ok")
 
     # ---- callbacks
 
@@ -318,6 +330,7 @@ def build(ctx: StudioContext, project: gr.Dropdown) -> TrainTab:
                 start_button = gr.Button("Start training", variant="primary", elem_id="lora_studio_train_start", scale=2)
                 resume_button = gr.Button("Resume", elem_id="lora_studio_train_resume", scale=1)
                 stop_button = gr.Button("Stop", variant="stop", elem_id="lora_studio_train_stop", scale=1)
+                compare_button = gr.Button("Compare epochs", elem_id="lora_studio_train_compare", scale=1)
             message = gr.HTML("", elem_id="lora_studio_train_message")
             with gr.Group(elem_id="lora_studio_train_run"):
                 summary = gr.HTML("", elem_id="lora_studio_train_summary")
@@ -331,6 +344,6 @@ def build(ctx: StudioContext, project: gr.Dropdown) -> TrainTab:
             poll = gr.Button("poll", elem_id="lora_studio_train_poll", elem_classes=["ls-hidden"])
     tab = TrainTab(ctx, project, form, note, check_button, save_button, load_button, preview, problems,
                    start_button, resume_button, stop_button, message, summary, chart, refresh_button, epochs,
-                   samples, job, seen, poll)
+                   samples, job, seen, poll, compare_button)
     tab.wire()
     return tab

@@ -320,13 +320,33 @@ def start(ctx: StudioContext, project: Project, config: TrainConfig, resume: boo
     save_config(project, config)
 
     def work(progress, cancel):
-        return train_job(project, resolved, host, progress, cancel, resume=resume)
+        result = train_job(project, resolved, host, progress, cancel, resume=resume)
+        _auto_compare(ctx, project, progress)
+        return result
 
     title = f"{'Resuming' if resume else 'Training'} {project.name}"
     # Inside the WebUI the host wraps the job: its queue lock, progress bar and Interrupt button.
     job = ctx.jobs.submit("train", title, as_host_job(ctx, title, work, config=resolved, project=project), gpu=True)
     runs(ctx)[job.id] = files
     return job
+
+
+def _auto_compare(ctx: StudioContext, project: Project, progress) -> None:
+    """Queue the epochs x weights grid when the project asks for it ([compare] auto_after_training).
+
+    The grid is a job of its own (it waits for the GPU behind this one); a grid that cannot be
+    planned is a log line, never a failed training.
+    """
+    from ...progress import ProgressEvent
+    from ..compare.runs import auto_compare_enabled, start_compare_for_project
+
+    if not auto_compare_enabled(project):
+        return
+    try:
+        start_compare_for_project(ctx, project.name)
+        progress(ProgressEvent(log="queued the comparison grid of the saved epochs (Compare tab)"))
+    except StudioError as e:
+        progress(ProgressEvent(log=f"no comparison grid: {e}"))
 
 
 def stop(ctx: StudioContext, job_id: str, name: str | None) -> str:
