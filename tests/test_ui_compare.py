@@ -24,8 +24,7 @@ from lora_trainer.models.demo import write_demo_checkpoint
 from lora_trainer.project import create_project, open_project
 from lora_trainer.ui.app import build_tab
 from lora_trainer.ui.compare import CompareTab, auto_compare_enabled, start_compare_for_project
-from lora_trainer.ui.compare.runs import HOST_KEY, standalone_host
-from lora_trainer.ui.context import StudioContext
+from lora_trainer.ui.context import STANDALONE_HOST_KEY, StudioContext
 from tests.test_host_standalone import write_epoch_loras
 from tests.ui_driver import component, handlers, is_update, trigger
 
@@ -46,7 +45,7 @@ def studio(tmp_path_factory):
     make_demo_dataset(project.dataset_dir, count=6, size=32)
     ckpt = write_demo_checkpoint(project.dir / "demo-model.safetensors")
     # The tab reuses this host and its loaded model: SD1.5 renders with the training's CLIP skip (2).
-    host = standalone_host(ctx, ckpt, project.output_dir, clip_skip=2)
+    host = ctx.standalone_host(ckpt, project.output_dir, clip_skip=2)
     write_epoch_loras(host.bundle(), project.output_dir, "demo", 2)
     tab = build_tab(ctx)
     return ctx, tab, project, host
@@ -107,7 +106,7 @@ def test_the_tab_finds_the_saved_epochs_and_fills_the_default_prompt(studio):
     # Looking (even at another model) neither loads nor replaces the cached host.
     other = write_demo_checkpoint(project.dir / "other.safetensors", seed=1)
     views(tab, "demo", *form(checkpoint=str(other)), 64, 64)
-    assert ctx.extra[HOST_KEY][1] is host
+    assert ctx.extra[STANDALONE_HOST_KEY][1] is host
 
 
 def test_render_grid_runs_a_job_and_shows_the_png_and_its_cells(studio):
@@ -134,7 +133,7 @@ def test_render_grid_runs_a_job_and_shows_the_png_and_its_cells(studio):
     # Seen once: the next poll changes nothing; another project's view ignores it.
     assert finish(ctx, tab, job_id, seen=job_id) == {"lora_studio_compare_seen": job_id}
     # The host (and its loaded model) is the one made for this checkpoint, folder and CLIP skip.
-    assert ctx.extra[HOST_KEY][1] is host
+    assert ctx.extra[STANDALONE_HOST_KEY][1] is host
     # Refresh and a project change show the latest grid.
     refreshed = views(tab, "demo", *form(), 64, 64)
     assert refreshed["lora_studio_compare_image"] == str(png) and len(refreshed["lora_studio_compare_cells"]) == 6

@@ -14,7 +14,7 @@ from lora_trainer.models.demo import write_demo_checkpoint
 from lora_trainer.project import create_project
 from lora_trainer.train.config import DatasetFolder, TrainConfig, load_train_config
 from lora_trainer.ui.app import build_tab
-from lora_trainer.ui.context import StudioContext
+from lora_trainer.ui.context import STANDALONE_HOST_KEY, StudioContext
 from lora_trainer.ui.train import last_log_history, session
 from lora_trainer.ui.train.form import (
     HIDDEN,
@@ -241,7 +241,7 @@ def test_start_resume_and_watch_a_real_training(ctx, project, tiny_checkpoint):
     job = ctx.jobs.get(job_id)
     assert job.wait(60) and job.status == JobStatus.DONE, job.error
     assert load_train_config(project.load_file().section("train")) == one_epoch  # Start saved the settings as typed
-    host = ctx.extra[session.HOST_KEY][1]
+    host = ctx.extra[STANDALONE_HOST_KEY][1]
 
     view = call(tab, "lora_studio_train_refresh", "click", "do_refresh", "alice", job_id, "")
     assert view["lora_studio_train_job"] == job_id
@@ -257,7 +257,7 @@ def test_start_resume_and_watch_a_real_training(ctx, project, tiny_checkpoint):
     out = call(tab, "lora_studio_train_resume", "click", "do_resume", "alice", *form_values(two))
     resumed = ctx.jobs.get(out["lora_studio_train_job"])
     assert resumed.wait(90) and resumed.status == JobStatus.DONE, resumed.error
-    assert ctx.extra[session.HOST_KEY][1] is host  # the model was loaded once
+    assert ctx.extra[STANDALONE_HOST_KEY][1] is host  # the model was loaded once
 
     # A reloaded page (a new tab on the same server) finds the project's newest run by itself.
     view = call(build_tab(ctx), "lora_studio_train_poll", "click", "do_refresh", "alice", "", "")
@@ -330,7 +330,7 @@ def test_inside_the_webui_the_loaded_model_is_used(tmp_path, project):
     _, problems = trigger(tab, "lora_studio_train_check", "click", "alice", *form_values(SD15))
     assert "The WebUI has an SDXL model loaded, but the settings are for SD1.5." in text(problems)
     config = session.resolve_paths(ctx, project, SDXL)
-    assert session.host_for(ctx, config, tmp_path) is ctx.host and session.HOST_KEY not in ctx.extra
+    assert session.host_for(ctx, config, tmp_path) is ctx.host and STANDALONE_HOST_KEY not in ctx.extra
     assert session.run_files(ctx, project, config).output_dir == tmp_path / "Lora" / "alice"
     out = call(tab, "lora_studio_train_start", "click", "do_start", "alice", *form_values(SDXL))
     job = ctx.jobs.get(out["lora_studio_train_job"])

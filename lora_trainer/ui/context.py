@@ -24,6 +24,9 @@ def job_manager_for(root: Path) -> JobManager:
     return _MANAGERS[root]
 
 
+STANDALONE_HOST_KEY = "standalone_host"  # extra: ((checkpoint, lora folder, clip skip), StandaloneHost)
+
+
 @dataclass
 class StudioContext:
     root: Path  # the studio root: projects live here
@@ -34,6 +37,25 @@ class StudioContext:
     host: Any = None  # the Host (standalone or WebUI) for training and generation
     remote: bool = False  # served beyond loopback (--listen/--share) without the opt-in flag
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def standalone_host(self, checkpoint: str | Path, lora_dir: str | Path, clip_skip: int = 1):
+        """The StandaloneHost over `checkpoint`, kept here so the model loads once for Train and Compare.
+
+        One host is kept at a time, keyed by (checkpoint, LoRA folder, CLIP skip): a grid right after
+        training reuses the trained model. Another key replaces it and frees the old model (a job
+        still using it keeps its own reference until it ends).
+        """
+        from ..host.standalone import StandaloneHost
+
+        key = (str(Path(checkpoint)), str(lora_dir), clip_skip)
+        cached = self.extra.get(STANDALONE_HOST_KEY)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        host = StandaloneHost(checkpoint, lora_dirs=[lora_dir], clip_skip=clip_skip)
+        if cached is not None:
+            cached[1].close()
+        self.extra[STANDALONE_HOST_KEY] = (key, host)
+        return host
 
     @classmethod
     def for_root(

@@ -37,7 +37,6 @@ from .runs import (
     plan_from_form,
     run_stem,
     set_auto_compare,
-    standalone_host,
     start_compare_for_project,
     start_grid_job,
 )
@@ -46,7 +45,6 @@ __all__ = [
     "CompareTab",
     "auto_compare_enabled",
     "build",
-    "standalone_host",
     "start_compare_for_project",
 ]
 

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 GRID_JOB_KIND = "grid"
 GRIDS_DIR = "grids"  # under the project's output folder
-HOST_KEY = "train.standalone_host"  # ctx.extra: ((checkpoint, lora folder, clip skip), StandaloneHost), as the Train tab keeps it
 COMPARE_SECTION = "compare"  # project.toml
 AUTO_KEY = "auto_after_training"
 
@@ -92,32 +91,12 @@ def clip_skip_of(project: Project, checkpoint: Path) -> int:
     return value if isinstance(value, int) and 1 <= value <= 12 else TrainConfig.clip_skip
 
 
-def standalone_host(ctx: StudioContext, checkpoint: Path, lora_dir: Path, clip_skip: int = 1) -> Host:
-    """The StandaloneHost kept in ctx.extra, shared with the Train tab, so the model loads once.
-
-    One host is kept at a time, keyed by (checkpoint, LoRA folder, CLIP skip) as the Train tab
-    keys it: a grid right after training reuses the trained model. Another key replaces it and
-    frees the old model (a job still using it keeps its own reference until it ends).
-    """
-    from ...host.standalone import StandaloneHost
-
-    key = (str(Path(checkpoint)), str(lora_dir), clip_skip)
-    cached = ctx.extra.get(HOST_KEY)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    host = StandaloneHost(checkpoint, lora_dirs=[lora_dir], clip_skip=clip_skip)
-    if cached is not None:
-        cached[1].close()
-    ctx.extra[HOST_KEY] = (key, host)
-    return host
-
-
 def host_for(ctx: StudioContext, project: Project, lora_dir: Path, checkpoint: str | None = None) -> Host:
     """The WebUI's host when inside the WebUI, else a standalone host over the checkpoint."""
     if ctx.host is not None:
         return ctx.host
     path = checkpoint_of(ctx, project, checkpoint)
-    return standalone_host(ctx, path, lora_dir, clip_skip_of(project, path))
+    return ctx.standalone_host(path, lora_dir, clip_skip_of(project, path))
 
 
 def describe_run(lora_dir: Path, stem: str | None) -> str:

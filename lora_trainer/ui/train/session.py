@@ -20,7 +20,6 @@ from ..context import StudioContext
 from .form import problem_sentence, repeats_advice, suggest_repeats
 
 RUNS_KEY = "train.runs"  # ctx.extra: {job id: TrainRun} of the training jobs this server started
-HOST_KEY = "train.standalone_host"  # ctx.extra: ((checkpoint, lora folder, clip skip), StandaloneHost)
 
 
 @dataclass(frozen=True)
@@ -249,21 +248,10 @@ def host_for(ctx: StudioContext, config: TrainConfig, lora_dir: Path):
     model (a run still using it keeps its own reference until it ends)."""
     if ctx.host is not None:
         return ctx.host
-    from ...host.standalone import StandaloneHost
-
     if not config.checkpoint:
         raise StudioError("Model file is empty: there is no model to train on.",
                           "Type the path of an SD1.5 or SDXL .safetensors checkpoint in Setup.")
-    clip_skip = config.clip_skip if config.arch == "sd15" else 1
-    key = (str(Path(config.checkpoint)), str(lora_dir), clip_skip)
-    cached = ctx.extra.get(HOST_KEY)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    host = StandaloneHost(config.checkpoint, lora_dirs=[lora_dir], clip_skip=clip_skip)
-    if cached is not None:
-        cached[1].close()
-    ctx.extra[HOST_KEY] = (key, host)
-    return host
+    return ctx.standalone_host(config.checkpoint, lora_dir, config.clip_skip if config.arch == "sd15" else 1)
 
 
 def run_files(ctx: StudioContext, project: Project, config: TrainConfig) -> TrainRun:
