@@ -1,0 +1,51 @@
+"""Opt-in: LoRA Studio inside a real AUTOMATIC1111 1.10.1 checkout.
+
+    LORA_STUDIO_WEBUI_DIR=/path/to/stable-diffusion-webui [LORA_STUDIO_WEBUI_PYTHON=.../python] \\
+        python -m pytest tests/integration/test_webui_a1111.py
+
+The WebUI folder needs its repositories/ (stablediffusion, generative-models, k-diffusion), an SD1.5
+checkpoint in models/Stable-diffusion (any weights: a full-size random one is enough), the
+openai/clip-vit-large-patch14 config and tokenizer in the Hugging Face cache, and a Python with its
+requirements (gradio 3.41.2). The extension is linked into extensions/ for the run. The WebUI runs
+in a subprocess on the CPU (webui_a1111_driver.py) and reports each step: it boots, the tab
+builds, the model loads, txt2img works, a LoRA trains on the loaded model through the WebUI host,
+the file is in the Lora list with its card, the WebUI's Lora extension applies it, and txt2img
+without it gives the same image as before training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WEBUI = os.environ.get("LORA_STUDIO_WEBUI_DIR")
+
+pytestmark = pytest.mark.skipif(not WEBUI or not Path(WEBUI, "modules", "shared.py").is_file(),
+                                reason="set LORA_STUDIO_WEBUI_DIR to an AUTOMATIC1111 1.10.1 checkout")
+
+
+def test_train_on_the_loaded_model(tmp_path):
+    webui = Path(WEBUI)
+    python = os.environ.get("LORA_STUDIO_WEBUI_PYTHON") or str(webui / "venv" / "bin" / "python")
+    link = webui / "extensions" / "lora-studio"
+    link.parent.mkdir(exist_ok=True)
+    made = not link.exists()
+    if made:
+        link.symlink_to(REPO, target_is_directory=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    try:
+        proc = subprocess.run([python, str(Path(__file__).with_name("webui_a1111_driver.py")), str(tmp_path / "studio")],
+                              cwd=webui, env=env, capture_output=True, text=True, timeout=3000)
+    finally:
+        if made:
+            link.unlink()
+    steps = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("LORA_STUDIO_STEP ")]
+    done = [s["step"] for s in steps if s["ok"]]
+    failed = [s for s in steps if not s["ok"]]
+    assert not failed and done[-1:] == ["txt2img_after"], (done, failed, proc.stderr[-3000:])

@@ -1,0 +1,144 @@
+"""Run inside an AUTOMATIC1111 1.10.1 checkout (cwd = the WebUI folder, its Python): initialise the
+WebUI in-process as webui.py does, then drive LoRA Studio through its WebUI host. Prints one JSON
+line per step ({"step", "ok", ...}) so the test (and a person) sees how far it got.
+
+    python webui_a1111_driver.py STUDIO_ROOT
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+
+STEPS = []
+
+
+def report(step, ok, **info):
+    line = {"step": step, "ok": ok, **info}
+    STEPS.append(line)
+    print("LORA_STUDIO_STEP " + json.dumps(line, default=str), flush=True)
+
+
+def run(step, fn):
+    t = time.time()
+    try:
+        info = fn() or {}
+        report(step, True, seconds=round(time.time() - t, 1), **info)
+        return True
+    except BaseException as e:  # noqa: BLE001 (report every failure, then stop)
+        report(step, False, seconds=round(time.time() - t, 1), error=f"{type(e).__name__}: {e}",
+               trace=traceback.format_exc()[-3000:])
+        return False
+
+
+def main():
+    studio_root = sys.argv[1]
+    webui = os.getcwd()
+    sys.path.insert(0, webui)
+    sys.argv = ["webui.py", "--use-cpu", "all", "--no-half", "--skip-torch-cuda-test", "--skip-prepare-environment",
+                "--skip-install", "--skip-version-check", "--api", "--nowebui", "--no-download-sd-model",
+                "--disable-safe-unpickle", "--precision", "full"]
+    os.environ.setdefault("LORA_STUDIO_ROOT", studio_root)
+    state = {}
+
+    def boot():
+        from modules import initialize
+
+        initialize.imports()
+        initialize.initialize()
+        from modules import shared
+
+        return {"lora_dir": shared.cmd_opts.lora_dir}
+
+    def tab():
+        from modules import script_callbacks
+
+        script_callbacks.ui_settings_callback()
+        tabs = script_callbacks.ui_tabs_callback()
+        titles = [t[1] for t in tabs]
+        assert "LoRA Studio" in titles, titles
+        return {"tabs": titles}
+
+    def model():
+        from modules import shared
+
+        sd_model = shared.sd_model
+        assert sd_model.is_sd1, "not SD1"
+        from lora_trainer.host.webui import WebUIHost
+
+        state["host"] = WebUIHost()
+        return {"model": sd_model.sd_checkpoint_info.name_for_extra, "host": state["host"].name,
+                "arch": state["host"].model_arch()}
+
+    def request(prompt):
+        from lora_trainer.host.base import GenerationRequest
+
+        return GenerationRequest(prompt, seed=7, steps=2, width=64, height=64, sampler_name="Euler", scheduler="Automatic")
+
+    def txt2img_before():
+        image = state["host"].generate(request("a cat"))[0]
+        state["before"] = hashlib.sha256(image.tobytes()).hexdigest()
+        return {"sha256": state["before"], "size": image.size}
+
+    def train():
+        from lora_trainer.demo.dataset import make_demo_dataset
+        from lora_trainer.progress import CancelToken
+        from lora_trainer.project import create_project
+        from lora_trainer.train.config import DatasetFolder, TrainConfig
+        from lora_trainer.train.run import train_job
+        from modules import call_queue, shared
+
+        project = create_project(studio_root, "alice")
+        make_demo_dataset(project.dataset_dir, count=2, size=64)
+        config = TrainConfig.sd15_defaults().replace(
+            resolution=256, min_bucket_reso=256, bucket_no_upscale=True, optimizer="AdamW", optimizer_args={},
+            mixed_precision="no", max_token_length=75, lr_scheduler="constant", lr_warmup_ratio=0.0, network_dim=4,
+            network_alpha=4.0, max_train_epochs=1, train_batch_size=2, datasets=[DatasetFolder(repeats=2)])
+        host = state["host"]
+        seen = []
+
+        def progress(event):
+            if "step" in event.extra:
+                seen.append({"step": event.extra["step"], "locked": call_queue.queue_lock._lock.locked(),
+                             "job_count": shared.state.job_count, "textinfo": shared.state.textinfo})
+
+        fn = host.wrap_job("Training alice", lambda p, c: train_job(project, config, host, p, c), config=config, project=project)
+        result = fn(progress, CancelToken())
+        state["result"] = result
+        return {"files": [str(p) for p in result.files], "steps": result.steps_done, "loss": result.final_loss,
+                "seen": seen[-2:]}
+
+    def lora_list():
+        import networks
+
+        names = sorted(networks.available_networks)
+        assert "alice-01" in names, names
+        card = os.path.splitext(str(state["result"].files[0]))[0] + ".json"
+        return {"names": names, "card": json.load(open(card))}
+
+    def lora_applies():
+        import networks
+
+        image = state["host"].generate(request("a cat <lora:alice-01:1>"))[0]
+        loaded = [(n.name, len(n.modules)) for n in networks.loaded_networks]
+        assert loaded and loaded[0][1] > 0, loaded
+        return {"loaded": loaded, "sha256": hashlib.sha256(image.tobytes()).hexdigest()}
+
+    def txt2img_after():
+        image = state["host"].generate(request("a cat"))[0]
+        digest = hashlib.sha256(image.tobytes()).hexdigest()
+        assert digest == state["before"], (digest, state["before"])
+        return {"sha256": digest}
+
+    for step, fn in (("boot", boot), ("tab", tab), ("model", model), ("txt2img_before", txt2img_before),
+                     ("train", train), ("lora_list", lora_list), ("lora_applies", lora_applies),
+                     ("txt2img_after", txt2img_after)):
+        if not run(step, fn) and step not in ("tab", "lora_applies"):
+            break  # later steps need this one (the tab and applying the LoRA are independent)
+    os._exit(0 if all(s["ok"] for s in STEPS) else 1)
+
+
+if __name__ == "__main__":
+    main()
