@@ -48,7 +48,9 @@ def main():
 
         initialize.imports()
         initialize.initialize()
-        from modules import shared
+        from modules import script_callbacks, shared
+
+        script_callbacks.before_ui_callback()  # as webui.py's api_only(): the Lora extension registers <lora:...> here
 
         return {"lora_dir": shared.cmd_opts.lora_dir}
 
