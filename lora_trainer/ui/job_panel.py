@@ -55,14 +55,22 @@ class JobPanel:
 
 
 def panel_state(ctx: StudioContext, job_id: str) -> tuple:
-    """Values for JobPanel.outputs: re-attach when `job_id` is empty or unknown."""
-    job = ctx.jobs.get(job_id) if job_id else None
-    if job is None:
-        job = ctx.jobs.active() or next(iter(ctx.jobs.jobs()), None)
+    """Values for JobPanel.outputs: re-attach when `job_id` is empty or unknown, and move on to the
+    running job once the watched one has finished.
+
+    The job id is sent back only when it changes: a poll that left the browser before a Start
+    button's answer would otherwise put the old id back over the new one, and the panel would keep
+    showing the finished job while the new one runs.
+    """
+    watched = ctx.jobs.get(job_id) if job_id else None
+    job = watched
+    if job is None or job.status.finished:
+        job = ctx.jobs.active() or watched or next(iter(ctx.jobs.jobs()), None)
     if job is None:
         return "", progress_html(None), "", update(visible=False)
     log = "\n".join(job.log_tail)
-    return job.id, progress_html(job, ctx.jobs.queue_position(job.id)), log, update(visible=not job.status.finished)
+    new_id = job.id if job is not watched else update()
+    return new_id, progress_html(job, ctx.jobs.queue_position(job.id)), log, update(visible=not job.status.finished)
 
 
 def build_job_panel(ctx: StudioContext) -> JobPanel:

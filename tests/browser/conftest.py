@@ -58,14 +58,25 @@ def browser():
             b.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "call":
+        item.call_failed = outcome.get_result().failed
+
+
 @pytest.fixture
-def page(browser):
+def page(browser, request):
+    """A 1366x768 page; when the test fails, a screenshot of it goes to test-artifacts/browser/."""
     context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     try:
         yield pg
     finally:
+        if getattr(request.node, "call_failed", False):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"), full_page=True)
         context.close()
 
 

@@ -39,6 +39,20 @@ def click(page, elem_id: str) -> None:
     page.locator(f"#{elem_id}").click()
 
 
+def set_number(page, elem_id: str, value) -> None:
+    """A number box or a slider's number box: gradio takes the value when the box loses focus."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def pick(page, elem_id: str, choice: str) -> None:
+    """Choose a dropdown option by its exact text."""
+    field(page, elem_id).click()
+    page.get_by_role("option", name=choice, exact=True).click()
+    assert field(page, elem_id).input_value() == choice
+
+
 def open_tab(page, label: str) -> None:
     page.get_by_role("tab", name=label, exact=True).click()
 
@@ -50,18 +64,35 @@ def open_section(page, title: str) -> None:
         head.click()
 
 
-def wait_job_done(page, what: str, timeout_s: float = 90) -> str:
-    """Wait until the job panel shows a finished job; fail with its text if it ended in an error."""
-    bar = page.locator("#lora_studio_progress .ls-progress")
+def panel_job(page) -> tuple[str, str, str]:
+    """(the id of the job the job panel watches (a hidden textbox), its bar's class, its bar's text),
+    read at one instant."""
+    return page.evaluate("""() => {
+        const bar = document.querySelector("#lora_studio_progress .ls-progress");
+        const id = document.querySelector("#lora_studio_job_id textarea, #lora_studio_job_id input");
+        return [id ? id.value : "", bar ? bar.className : "", bar ? bar.textContent : ""];
+    }""")
+
+
+def wait_job_done(page, what: str, before: tuple, timeout_s: float = 90, seen: list[str] | None = None) -> str:
+    """Wait until the job panel shows a job other than `before` (from panel_job) finished; fail with
+    its text if it ended in an error. `seen` collects the distinct texts the bar showed on the way."""
     deadline = time.time() + timeout_s
+    # A Start button sets the watched id at once; the bar follows at the next poll (once a second).
+    while (now := panel_job(page))[0] in ("", before[0]) or now[1:] == before[1:]:
+        if time.time() > deadline:
+            pytest.fail(f"{what}: the job panel never showed the new job")
+        page.wait_for_timeout(100)
     while time.time() < deadline:
-        cls = bar.get_attribute("class") or ""
+        _, cls, text = panel_job(page)
+        if seen is not None and "ls-status-running" in cls and (not seen or seen[-1] != text):
+            seen.append(text)
         if "ls-status-done" in cls:
-            return bar.inner_text()
+            return text
         if "ls-status-error" in cls or "ls-status-cancelled" in cls:
-            pytest.fail(f"{what}: the job ended with {bar.inner_text()!r}")
+            pytest.fail(f"{what}: the job ended with {text!r}")
         page.wait_for_timeout(250)
-    pytest.fail(f"{what}: no finished job after {timeout_s:.0f} s; the panel says {bar.inner_text()!r}")
+    pytest.fail(f"{what}: no finished job after {timeout_s:.0f} s; the panel says {panel_job(page)[2]!r}")
 
 
 def assert_no_error_shown(page, step: str) -> None:
@@ -87,6 +118,7 @@ def captions(dataset_dir: Path) -> dict[str, list[str]]:
 
 def make_inputs(root: Path) -> dict[str, Path]:
     """What a user would bring: a folder of pictures, a tagger folder, a checkpoint (all tiny)."""
+    from lora_trainer.models.demo import write_demo_checkpoint
     from tests.tiny_models import write_tiny_tagger
 
     pictures = root / "incoming"
@@ -94,7 +126,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
     for txt in pictures.glob("*.txt"):  # the user's own pictures come without captions
         txt.unlink()
     tagger = write_tiny_tagger(root / "_models" / "tiny-tagger")
-    return {"pictures": pictures, "tagger": tagger}
+    checkpoint = write_demo_checkpoint(root / "_models" / "tiny-sd15.safetensors", "sd15", dtype="fp32")
+    return {"pictures": pictures, "tagger": tagger, "checkpoint": checkpoint}
 
 
 def step_create_project(page, studio) -> Path:
@@ -110,8 +143,9 @@ def step_create_project(page, studio) -> Path:
 def step_import(page, pictures: Path, dataset_dir: Path) -> None:
     open_section(page, "2. Import images")
     fill(page, "lora_studio_dataset_import_path", str(pictures))
+    before = panel_job(page)
     click(page, "lora_studio_dataset_import")
-    wait_job_done(page, "import")
+    wait_job_done(page, "import", before)
     page.locator("#lora_studio_dataset_import_message .ls-ok").wait_for()
     page.locator("#lora_studio_dataset_overview", has_text="6 images").wait_for()
     assert sorted(p.name for p in dataset_dir.glob("*.png")) == sorted(p.name for p in pictures.glob("*.png"))
@@ -120,8 +154,9 @@ def step_import(page, pictures: Path, dataset_dir: Path) -> None:
 def step_tag(page, tagger: Path, dataset_dir: Path) -> dict[str, list[str]]:
     open_section(page, "5. Tag / caption images")
     fill(page, "lora_studio_dataset_tag_model", str(tagger))
+    before = panel_job(page)
     click(page, "lora_studio_dataset_tag")
-    wait_job_done(page, "tagging")
+    wait_job_done(page, "tagging", before)
     page.locator("#lora_studio_dataset_tag_message .ls-ok", has_text="Tagged 6 images").wait_for()
     tagged = captions(dataset_dir)
     assert len(tagged) == 6 and sum(map(bool, tagged.values())) >= 4, tagged  # a dark picture may get no tag
@@ -150,6 +185,89 @@ def step_merge(page, dataset_dir: Path, before: dict[str, list[str]]) -> tuple[s
     return a, b
 
 
+EPOCHS = 2
+REPEATS = 2  # 6 pictures x 2 repeats / batch 1 = 12 steps per epoch (about 1 s each on 2 CPU cores)
+
+
+def glance_at_train_tab(page) -> None:
+    """Show the Train tab once and come back. The first time it is shown, train.js presses its
+    Reload (up to 2 s later), which would overwrite anything typed into the form before; a user
+    who waits sees the same. Seen done here, the later steps type into a settled form."""
+    page.evaluate("""() => document.addEventListener("click", (e) => {
+        if (e.target.closest && e.target.closest("#lora_studio_train_load")) window.lsTrainReloads = (window.lsTrainReloads || 0) + 1;
+    }, true)""")
+    open_tab(page, "Train")
+    page.wait_for_function("() => window.lsTrainReloads >= 1", timeout=10_000)
+    page.locator("#lora_studio_train_message", has_text="No saved settings yet").wait_for()
+    open_tab(page, "Dataset")
+
+
+def step_train(page, studio, checkpoint: Path, output_dir: Path):
+    open_tab(page, "Train")
+    fill(page, "lora_studio_train_checkpoint", str(checkpoint))
+    set_number(page, "lora_studio_train_resolution", 256)
+    set_number(page, "lora_studio_train_repeats", REPEATS)
+    set_number(page, "lora_studio_train_max_train_epochs", EPOCHS)
+    set_number(page, "lora_studio_train_train_batch_size", 1)
+    pick(page, "lora_studio_train_optimizer", "AdamW")
+    open_section(page, "Expert settings")
+    page.locator("#lora_studio_train_bucket_no_upscale input[type=checkbox]").check()  # the 64 px pictures stay 64 px
+    set_number(page, "lora_studio_train_max_token_length", 75)  # one text-encoder pass per caption, not three
+    pick(page, "lora_studio_train_mixed_precision", "no")  # plain float32, as on a CPU anyway
+    click(page, "lora_studio_train_check")
+    page.locator("#lora_studio_train_preview", has_text=f"{EPOCHS * 6 * REPEATS} total steps").wait_for()
+    assert page.locator("#lora_studio_train_problems .ls-error").count() == 0, page.locator("#lora_studio_train_problems").inner_text()
+
+    before = panel_job(page)
+    click(page, "lora_studio_train_start")
+    page.locator("#lora_studio_train_message", has_text="started").wait_for()
+    seen: list[str] = []
+    wait_job_done(page, "training", before, timeout_s=150, seen=seen)
+    job = next(j for j in studio.ctx.jobs.jobs() if j.kind == "train")
+    print(f"training took {job.elapsed_s:.1f} s; the bar showed {len(seen)} texts")
+    assert len(seen) >= 2, f"the progress bar did not move: {seen}"
+    # While training, "NN% ... step S/T": both only go up (the set-up before shows its own fraction).
+    steps = [(int(m.group(1)), int(m.group(2))) for t in seen if (m := re.search(r"(\d+)% .*step (\d+)/", t))]
+    assert len(steps) >= 2 and steps == sorted(steps) and steps[-1][1] > steps[0][1], seen
+
+    summary = page.locator("#lora_studio_train_summary", has_text=f"Finished {EPOCHS} of {EPOCHS} epochs")
+    summary.wait_for()
+    epochs = [output_dir / f"{PROJECT}-{i:02d}.safetensors" for i in range(1, EPOCHS + 1)]
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in epochs), sorted(output_dir.glob("*"))
+    page.locator("#lora_studio_train_epochs", has_text=epochs[-1].name).wait_for()
+    chart = page.locator("#lora_studio_train_chart img")
+    chart.wait_for()
+    assert chart.evaluate("img => img.naturalWidth") > 100
+    losses = [h["loss"] for h in job.history if "loss" in h]
+    assert len(losses) >= EPOCHS * 6 * REPEATS // 2, job.history[:3]  # the chart's data: one point per step
+    return epochs
+
+
+def step_compare(page, project_dir: Path) -> Path:
+    open_tab(page, "Compare")
+    click(page, "lora_studio_compare_refresh")
+    page.locator("#lora_studio_compare_found", has_text=f"{PROJECT}-02").wait_for()
+    fill(page, "lora_studio_compare_weights", "0.5, 1")
+    set_number(page, "lora_studio_compare_steps", 2)
+    set_number(page, "lora_studio_compare_width", 64)
+    set_number(page, "lora_studio_compare_height", 64)
+    before = panel_job(page)
+    click(page, "lora_studio_compare_render")
+    page.locator("#lora_studio_compare_message", has_text="Rendering a 2x2 grid").wait_for()
+    wait_job_done(page, "grid", before)
+    page.locator("#lora_studio_compare_message .ls-ok", has_text="Wrote").wait_for()
+    grids = sorted(project_dir.rglob("grid-*.png"))
+    assert len(grids) == 1, grids
+    from PIL import Image
+
+    with Image.open(grids[0]) as im:
+        assert im.width > 2 * 64 and im.height > 2 * 64  # 2x2 cells of 64 px and the labels
+    shown = page.locator("#lora_studio_compare_image img")
+    shown.wait_for()
+    assert shown.evaluate("img => img.naturalWidth") > 128
+    return grids[0]
+
+
 def test_dataset_train_compare_flow(page, studio, artifacts):
     started = time.time()
     inputs = make_inputs(studio.root)
@@ -158,11 +276,20 @@ def test_dataset_train_compare_flow(page, studio, artifacts):
     assert_no_error_shown(page, "start")
 
     project_dir = step_create_project(page, studio)
+    glance_at_train_tab(page)
     dataset_dir = project_dir / "dataset"
     step_import(page, inputs["pictures"], dataset_dir)
     tagged = step_tag(page, inputs["tagger"], dataset_dir)
     step_merge(page, dataset_dir, tagged)
     assert_no_error_shown(page, "dataset")
     shot(page, artifacts, "dataset")
+
+    step_train(page, studio, inputs["checkpoint"], project_dir / "output")
+    assert_no_error_shown(page, "train")
+    shot(page, artifacts, "train")
+
+    step_compare(page, project_dir)
+    assert_no_error_shown(page, "compare")
+    shot(page, artifacts, "compare")
 
     print(f"browser flow took {time.time() - started:.1f} s")
