@@ -36,7 +36,9 @@ def project_choices(ctx: StudioContext) -> list[str]:
 
 
 def build_tab(ctx: StudioContext) -> gr.Blocks:
-    with gr.Blocks(analytics_enabled=False, elem_id="lora_studio") as tab:
+    # The #lora_studio element that style.css scopes its rules to is this Column: an elem_id on a
+    # Blocks rendered inside another page (the WebUI's tab, the standalone page) is not in the page.
+    with gr.Blocks(analytics_enabled=False) as tab, gr.Column(elem_id="lora_studio"):
         # 1. Project picker: everything below works on the chosen project.
         with gr.Row(elem_id="lora_studio_project_row"):
             choices = project_choices(ctx)
