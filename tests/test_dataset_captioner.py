@@ -151,13 +151,18 @@ def test_tiny_coca_end_to_end(project, coca_dir):
     assert {p.name: p.read_text() for p in ds.glob("*.txt")} == {
         f"{k[:-4]}.txt": v for k, v in r1.captions.items()
     }
-    r2 = caption_dataset(
-        ds, project, cap, batch_size=1
-    )  # deterministic, batching does not matter
+    # Deterministic: the same run again writes nothing. (Batch 1 against batch 3 is not compared
+    # word for word: on random weights the logits are near ties, and a batched matmul's rounding
+    # flips a beam on some CPUs; CI's 2-core machine did.)
+    r2 = caption_dataset(ds, project, cap, batch_size=3)
     assert r2.captions == r1.captions and r2.write.written == 0
+    single = {}
+    for name in sorted(r1.captions):
+        with Image.open(ds / name) as im:
+            single[name] = cap([im])
+    assert all(len(v) == 1 and v[0] and "<" not in v[0] for v in single.values())
 
     images = [Image.open(ds / "0.png")]
-    assert cap(images) == [r1.captions["0.png"]]
     # open_clip's default diverse beam search (6 beams in 3 groups) on one image
     default = load_coca_captioner(
         str(coca_dir), settings=CocaSettings(min_len=2, max_len=5)

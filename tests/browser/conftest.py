@@ -43,7 +43,10 @@ def _skip_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open, its event loop counts as running in
+# this thread, so every later test that calls asyncio.run() (gradio's processing, the API client)
+# would fail. Closing it after the browser module leaves the rest of the suite as it found it.
+@pytest.fixture(scope="module")
 def browser():
     reason = _skip_reason()
     if reason:

@@ -8,6 +8,7 @@ of each sub-tab go to test-artifacts/browser/ (the README's docs/screenshots/ ar
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from lora_trainer.demo.dataset import make_demo_dataset
 
 PROJECT = "flow"
+VIEWPORT_WIDTH = 1366  # conftest.VIEWPORT
 # What a user sees when the server let an exception through: gradio's error toast, or a traceback.
 BROKEN = 'text=/Traceback \\(most recent call last\\)/'
 
@@ -102,9 +104,31 @@ def assert_no_error_shown(page, step: str) -> None:
     assert toasts.count() == 0, f"{step}: gradio shows an error: {toasts.first.inner_text()[:400]}"
 
 
-def shot(page, artifacts: Path, name: str) -> Path:
+def shot(page, artifacts: Path, name: str, bottom: str) -> Path:
+    """Two pictures of the sub-tab shown: `<name>.png`, the window as a 1366x768 laptop shows it
+    from the sub-tab's top, and `<name>-tab.png`, from the project row down to the bottom of the
+    `bottom` element. With LORA_STUDIO_SCREENSHOTS=<folder> the second one is also saved there,
+    as a 256-colour PNG for the README (docs/screenshots)."""
+    from PIL import Image
+
+    page.locator("#lora_studio_tabs").scroll_into_view_if_needed()
+    page.evaluate("() => window.scrollTo(0, document.querySelector('#lora_studio_tabs').getBoundingClientRect().top + window.scrollY - 8)")
+    page.wait_for_timeout(300)  # let gradio finish re-laying out after the scroll
     path = artifacts / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
+    page.screenshot(path=str(path))
+    top = page.locator("#lora_studio_project_row").bounding_box()
+    end = page.locator(bottom).bounding_box()
+    scroll = page.evaluate("() => window.scrollY")
+    y0 = max(0, top["y"] + scroll - 8)
+    clip = {"x": 0, "y": y0, "width": VIEWPORT_WIDTH, "height": end["y"] + end["height"] + scroll + 16 - y0}
+    tab = artifacts / f"{name}-tab.png"
+    page.screenshot(path=str(tab), full_page=True, clip=clip)
+    readme = os.environ.get("LORA_STUDIO_SCREENSHOTS")
+    if readme:
+        with Image.open(tab) as im:
+            small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            Path(readme).mkdir(parents=True, exist_ok=True)
+            small.save(Path(readme) / f"{name}.png", optimize=True)
     return path
 
 
@@ -282,14 +306,16 @@ def test_dataset_train_compare_flow(page, studio, artifacts):
     tagged = step_tag(page, inputs["tagger"], dataset_dir)
     step_merge(page, dataset_dir, tagged)
     assert_no_error_shown(page, "dataset")
-    shot(page, artifacts, "dataset")
+    for title in ("2. Import images", "5. Tag / caption images"):  # done: fold them, as a user would
+        page.locator(".label-wrap", has_text=title).first.click()
+    shot(page, artifacts, "dataset", bottom="#lora_studio_dataset_tags_history")
 
     step_train(page, studio, inputs["checkpoint"], project_dir / "output")
     assert_no_error_shown(page, "train")
-    shot(page, artifacts, "train")
+    shot(page, artifacts, "train", bottom="#lora_studio_train_epochs")
 
     step_compare(page, project_dir)
     assert_no_error_shown(page, "compare")
-    shot(page, artifacts, "compare")
+    shot(page, artifacts, "compare", bottom="#lora_studio_compare_image")
 
     print(f"browser flow took {time.time() - started:.1f} s")

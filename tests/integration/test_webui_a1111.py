@@ -45,7 +45,8 @@ def test_train_on_the_loaded_model(tmp_path):
     finally:
         if made:
             link.unlink()
-    steps = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("LORA_STUDIO_STEP ")]
+    marker = "LORA_STUDIO_STEP "  # progress bars may precede it on the same line
+    steps = [json.loads(line[line.index(marker) + len(marker):]) for line in proc.stdout.splitlines() if marker in line]
     done = [s["step"] for s in steps if s["ok"]]
     failed = [s for s in steps if not s["ok"]]
     assert not failed and done[-1:] == ["txt2img_after"], (done, failed, proc.stderr[-3000:])

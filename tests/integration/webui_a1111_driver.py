@@ -18,7 +18,7 @@ STEPS = []
 def report(step, ok, **info):
     line = {"step": step, "ok": ok, **info}
     STEPS.append(line)
-    print("LORA_STUDIO_STEP " + json.dumps(line, default=str), flush=True)
+    print("\nLORA_STUDIO_STEP " + json.dumps(line, default=str), flush=True)
 
 
 def run(step, fn):
