@@ -7,10 +7,12 @@ The WebUI folder needs its repositories/ (stablediffusion, generative-models, k-
 checkpoint in models/Stable-diffusion (any weights: a full-size random one is enough), the
 openai/clip-vit-large-patch14 config and tokenizer in the Hugging Face cache, and a Python with its
 requirements (gradio 3.41.2). The extension is linked into extensions/ for the run. The WebUI runs
-in a subprocess on the CPU (webui_a1111_driver.py) and reports each step: it boots, the tab
-builds, the model loads, txt2img works, a LoRA trains on the loaded model through the WebUI host,
-the file is in the Lora list with its card, the WebUI's Lora extension applies it, and txt2img
-without it gives the same image as before training.
+in a subprocess on the CPU (webui_a1111_driver.py) and reports each step: it boots, install.py
+would install nothing the WebUI provides, the tab builds, the model loads, txt2img works, a LoRA
+trains 2 epochs on the loaded model through the WebUI host, the files are in the Lora list with
+their cards, the WebUI's Lora extension applies one, the Compare grid of epochs x weights is
+rendered by the WebUI's own pipeline (weight 0 = the no-LoRA column, the epochs differ), and
+txt2img without the LoRA gives the same image as before training.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def test_train_on_the_loaded_model(tmp_path):
             link.unlink()
     marker = "LORA_STUDIO_STEP "  # progress bars may precede it on the same line
     steps = [json.loads(line[line.index(marker) + len(marker):]) for line in proc.stdout.splitlines() if marker in line]
+    for s in steps:
+        print(f"{s['step']}: {'ok' if s['ok'] else 'FAILED'} in {s.get('seconds')} s")
     done = [s["step"] for s in steps if s["ok"]]
     failed = [s for s in steps if not s["ok"]]
     assert not failed and done[-1:] == ["txt2img_after"], (done, failed, proc.stderr[-3000:])

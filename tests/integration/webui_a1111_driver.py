@@ -54,6 +54,22 @@ def main():
 
         return {"lora_dir": shared.cmd_opts.lora_dir}
 
+    def install_plan():
+        """install.py in the WebUI's own venv: it would install only what the WebUI lacks (the
+        ONNX runtime for the tagger), never anything the WebUI provides or pins."""
+        import importlib.util
+
+        import launch
+
+        spec = importlib.util.spec_from_file_location("lora_studio_install", os.path.join(webui, "extensions", "lora-studio", "install.py"))
+        install = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(install)
+        candidates = {*install.REQUIRED, *install.PROTECTED, install.ONNX_CPU, install.ONNX_GPU, "tomli"}
+        installed = sorted(n for n in candidates if launch.is_installed(n))
+        plan = install.plan_installs(set(installed), cuda_available=False)
+        assert set(plan) <= {install.ONNX_CPU}, plan
+        return {"installed": installed, "would_install": plan}
+
     def tab():
         from modules import script_callbacks
 
@@ -97,7 +113,7 @@ def main():
         config = TrainConfig.sd15_defaults().replace(
             resolution=256, min_bucket_reso=256, bucket_no_upscale=True, optimizer="AdamW", optimizer_args={},
             mixed_precision="no", max_token_length=75, lr_scheduler="constant", lr_warmup_ratio=0.0, network_dim=4,
-            network_alpha=4.0, max_train_epochs=1, train_batch_size=2, datasets=[DatasetFolder(repeats=2)])
+            network_alpha=4.0, max_train_epochs=2, train_batch_size=2, datasets=[DatasetFolder(repeats=2)])
         host = state["host"]
         seen = []
 
@@ -128,16 +144,41 @@ def main():
         assert loaded and loaded[0][1] > 0, loaded
         return {"loaded": loaded, "sha256": hashlib.sha256(image.tobytes()).hexdigest()}
 
+    def grid():
+        """The Compare grid of the run, rendered by the WebUI's own pipeline and Lora extension."""
+        from lora_trainer.compare.plan import GridSettings, compare_after_training
+        from lora_trainer.compare.render import render_grid
+
+        host = state["host"]
+        project_dir = os.path.join(studio_root, "alice")
+        lora_dir = state["result"].files[0].parent
+        settings = GridSettings(weights=(0.0, 1.0), seeds=(7,), steps=2, width=64, height=64, sampler_name="Euler",
+                                scheduler="Automatic", no_lora_column=True, prompt="a cat")
+        plan = compare_after_training(project_dir, lora_dir, "alice", host.default_generation("sd15"), settings=settings)
+        out = os.path.join(studio_root, "alice", "grid.png")
+        result = render_grid(host, plan, out)
+        by = {(c.epoch.label if c.epoch else None, c.weight): hashlib.sha256(im.tobytes()).hexdigest()
+              for c, im in result.cells}
+        labels = [e.label for e in plan.epochs]
+        assert len(labels) == 2 and result.image.size[0] > 3 * 64, (labels, result.image.size)
+        # weight 0 is the model itself (the Lora extension adds 0 x its delta, and strips the tag
+        # from the text), so it equals the no-LoRA column; at weight 1 the two epochs differ
+        none = by[(None, None)]
+        assert all(by[(e, 0.0)] == none for e in labels), by
+        assert len({by[(labels[0], 1.0)], by[(labels[1], 1.0)], none}) == 3, by
+        return {"png": out, "size": result.image.size, "cells": len(result.cells),
+                "prompts": [c.request.prompt for c, _ in result.cells]}
+
     def txt2img_after():
         image = state["host"].generate(request("a cat"))[0]
         digest = hashlib.sha256(image.tobytes()).hexdigest()
         assert digest == state["before"], (digest, state["before"])
         return {"sha256": digest}
 
-    for step, fn in (("boot", boot), ("tab", tab), ("model", model), ("txt2img_before", txt2img_before),
+    for step, fn in (("boot", boot), ("install_plan", install_plan), ("tab", tab), ("model", model), ("txt2img_before", txt2img_before),
                      ("train", train), ("lora_list", lora_list), ("lora_applies", lora_applies),
-                     ("txt2img_after", txt2img_after)):
-        if not run(step, fn) and step not in ("tab", "lora_applies"):
+                     ("grid", grid), ("txt2img_after", txt2img_after)):
+        if not run(step, fn) and step not in ("install_plan", "tab", "lora_applies", "grid"):
             break  # later steps need this one (the tab and applying the LoRA are independent)
     os._exit(0 if all(s["ok"] for s in STEPS) else 1)
 
