@@ -22,6 +22,20 @@
         if (button && !button.disabled) button.click();
     }
 
+    // The project picker was filled when the server built the tab: on a page (re)load, ask once
+    // for today's list and the project last chosen (the 🔄 button's handler answers both).
+    let projectsAsked = false;
+    function askProjectsOnce() {
+        if (projectsAsked || !tabVisible()) return;
+        const button = root().querySelector("#lora_studio_refresh");
+        if (!button) return;
+        projectsAsked = true;
+        button.click();
+    }
+
     // Once a second is enough for a progress bar and keeps the queue quiet.
-    setInterval(poll, 1000);
+    setInterval(function () {
+        askProjectsOnce();
+        poll();
+    }, 1000);
 })();

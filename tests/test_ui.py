@@ -59,6 +59,23 @@ def test_refresh_lists_projects_made_elsewhere(ctx):
     assert dropdown["value"] == "bob"
 
 
+def test_a_reloaded_page_gets_the_project_last_chosen(ctx):
+    """lora_studio.js presses 🔄 once when a page (re)loads, with the value the tab was built with."""
+    for name in ("alice", "bob", "carol"):
+        create_project(ctx.root, name)
+    tab = build_tab(ctx)
+    select = next(fn for fn, _, outputs in handlers(tab, "lora_studio_project", "change")
+                  if [getattr(o, "elem_id", None) for o in outputs] == ["lora_studio_message"])
+    select("bob")
+    (dropdown,) = trigger(tab, "lora_studio_refresh", "click", "alice")  # the built value: first project
+    assert dropdown["value"] == "alice"  # a value still there is kept (a user's own choice)
+    (dropdown,) = trigger(tab, "lora_studio_refresh", "click", None)  # a tab built before any project
+    assert dropdown["value"] == "bob"
+    trigger(tab, "lora_studio_create", "click", "dave")
+    (dropdown,) = trigger(tab, "lora_studio_refresh", "click", None)
+    assert dropdown["value"] == "dave"
+
+
 def test_dataset_overview_follows_the_project(ctx):
     p = create_project(ctx.root, "alice")
     (p.dataset_dir / "1.png").write_bytes(b"x")
@@ -125,7 +142,7 @@ def test_standalone_app_serves_the_tab_over_loopback(ctx):
             assert time.time() < deadline, "server did not start"
             time.sleep(0.05)
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
-        assert "setInterval(poll, 1000)" in page  # javascript/lora_studio.js injected, as the WebUI does
+        assert "function askProjectsOnce()" in page  # javascript/lora_studio.js injected, as the WebUI does
         assert "#lora_studio_poll" in page  # style.css injected
         config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10).read())
         elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}

@@ -31,6 +31,9 @@ def info_html(text: str) -> str:
     return f'<div class="ls-info">{html.escape(text)}</div>'
 
 
+LAST_PROJECT_KEY = "last_project"  # in StudioContext.extra: the project last picked or created
+
+
 def project_choices(ctx: StudioContext) -> list[str]:
     return list_projects(ctx.root)
 
@@ -71,14 +74,19 @@ def build_tab(ctx: StudioContext) -> gr.Blocks:
         compare.connect(panel)
 
         def do_refresh(current: str | None):
+            # Also what a page (re)load asks (lora_studio.js): the picker then shows the project
+            # last chosen on this server rather than the one there was when the tab was built.
             names = project_choices(ctx)
-            return update(choices=names, value=current if current in names else (names[0] if names else None))
+            last = ctx.extra.get(LAST_PROJECT_KEY)
+            value = current if current in names else last if last in names else (names[0] if names else None)
+            return update(choices=names, value=value)
 
         def do_create(name: str):
             try:
                 p = create_project(ctx.root, name)
             except StudioError as e:
                 return update(), error_html(e), name
+            ctx.extra[LAST_PROJECT_KEY] = p.name
             return update(choices=project_choices(ctx), value=p.name), info_html(f"Created {p.name} in {p.dir}."), ""
 
         def do_select(name: str | None):
@@ -88,6 +96,7 @@ def build_tab(ctx: StudioContext) -> gr.Blocks:
                 p = open_project(ctx.root, name)
             except StudioError as e:
                 return error_html(e)
+            ctx.extra[LAST_PROJECT_KEY] = p.name
             return info_html(f"{p.name}: {p.dir}")
 
         on(refresh.click, do_refresh, [project], [project])

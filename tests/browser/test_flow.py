@@ -2,7 +2,9 @@
 
 A fresh studio root on loopback; the demo pictures, the tiny ONNX tagger and the tiny demo
 checkpoint are made in code under that root. Each step clicks and types through the page, waits for
-what the user would wait for (the job panel, a message), then checks the files on disk. Screenshots
+what the user would wait for (the job panel, a message), then checks the files on disk. Mid-training
+the page is reloaded, as a user closing and reopening the browser would: the job panel must find
+the running training by itself. Polled panels must never look dimmed. Screenshots
 of each sub-tab go to test-artifacts/browser/ (the README's docs/screenshots/ are copies of them).
 """
 
@@ -97,11 +99,44 @@ def wait_job_done(page, what: str, before: tuple, timeout_s: float = 90, seen: l
     pytest.fail(f"{what}: no finished job after {timeout_s:.0f} s; the panel says {panel_job(page)[2]!r}")
 
 
+def wait_job_running(page, before: tuple, seen: list[str], texts: int, timeout_s: float = 60) -> None:
+    """Wait until the job panel's bar showed `texts` distinct texts of a new running job."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        now = panel_job(page)
+        if now[0] not in ("", before[0]) and "ls-status-running" in now[1] and (not seen or seen[-1] != now[2]):
+            seen.append(now[2])
+            if len(seen) >= texts:
+                return
+        page.wait_for_timeout(250)
+    pytest.fail(f"the job panel showed {seen} in {timeout_s:.0f} s, not {texts} texts of a running job")
+
+
 def assert_no_error_shown(page, step: str) -> None:
     broken = page.locator(BROKEN)
     assert broken.count() == 0, f"{step}: a traceback is on the page: {broken.first.inner_text()[:400]}"
     toasts = page.locator(".toast-body.error")
     assert toasts.count() == 0, f"{step}: gradio shows an error: {toasts.first.inner_text()[:400]}"
+
+
+# How visible the panel's text is: for each element of its HTML/Markdown content (`.prose`, in
+# gradio 3 and 4) holding text, the product of its own and its ancestors' opacity up to the panel.
+# (gradio's status tracker, hidden at opacity 0, is outside .prose.)
+TEXT_OPACITY = """e => {
+    const leaves = [...e.querySelectorAll('.prose, .prose *')].filter(d => d.childElementCount === 0 && d.textContent.trim());
+    const seen = d => { let o = 1; for (let x = d; x && x !== e.parentElement; x = x.parentElement) o *= +getComputedStyle(x).opacity; return o; };
+    return leaves.length ? Math.min(...leaves.map(seen)) : 1;
+}"""
+
+
+def assert_not_dimmed(page, elem_id: str, samples: int = 10) -> None:
+    """The panel never looks disabled while the polls refresh it (gradio dims a pending output to
+    20%; style.css keeps ours at full strength). Sampled over about two seconds of polling."""
+    lowest = 1.0
+    for _ in range(samples):
+        lowest = min(lowest, page.locator(f"#{elem_id}").evaluate(TEXT_OPACITY))
+        page.wait_for_timeout(200)
+    assert lowest == 1.0, f"#{elem_id} was shown at opacity {lowest} while polled"
 
 
 def shot(page, artifacts: Path, name: str, bottom: str) -> Path:
@@ -246,7 +281,18 @@ def step_train(page, studio, checkpoint: Path, output_dir: Path):
     click(page, "lora_studio_train_start")
     page.locator("#lora_studio_train_message", has_text="started").wait_for()
     seen: list[str] = []
-    wait_job_done(page, "training", before, timeout_s=150, seen=seen)
+    wait_job_running(page, before, seen, texts=2)
+    # A reload (or a closed and reopened browser) mid-training: the page finds the job by itself.
+    watched = panel_job(page)[0]
+    page.reload()
+    page.locator("#lora_studio_tabs").wait_for()
+    page.wait_for_function("""id => {
+        const box = document.querySelector("#lora_studio_job_id textarea, #lora_studio_job_id input");
+        const bar = document.querySelector("#lora_studio_progress .ls-progress");
+        return box && box.value === id && bar && /ls-status-(running|done)/.test(bar.className);
+    }""", arg=watched, timeout=15_000)
+    open_tab(page, "Train")
+    wait_job_done(page, "training", ("", "", ""), timeout_s=150, seen=seen)
     job = next(j for j in studio.ctx.jobs.jobs() if j.kind == "train")
     print(f"training took {job.elapsed_s:.1f} s; the bar showed {len(seen)} texts")
     assert len(seen) >= 2, f"the progress bar did not move: {seen}"
@@ -256,6 +302,7 @@ def step_train(page, studio, checkpoint: Path, output_dir: Path):
 
     summary = page.locator("#lora_studio_train_summary", has_text=f"Finished {EPOCHS} of {EPOCHS} epochs")
     summary.wait_for()
+    assert_not_dimmed(page, "lora_studio_train_summary")
     epochs = [output_dir / f"{PROJECT}-{i:02d}.safetensors" for i in range(1, EPOCHS + 1)]
     assert all(p.is_file() and p.stat().st_size > 1000 for p in epochs), sorted(output_dir.glob("*"))
     page.locator("#lora_studio_train_epochs", has_text=epochs[-1].name).wait_for()

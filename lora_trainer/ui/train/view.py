@@ -142,7 +142,8 @@ def summary_line(job: Job | None) -> str:
 def summary_html(text: str, status: JobStatus | None) -> str:
     if not text:
         return ""
-    kind = "error" if status == JobStatus.ERROR else "info"
+    # A finished run's line is the news of the tab: green, not the grey of a hint.
+    kind = {JobStatus.ERROR: "error", JobStatus.DONE: "ok"}.get(status, "info")
     return f'<div class="ls-{kind}">{html.escape(text)}</div>'
 
 
