@@ -242,8 +242,10 @@ class CaptionResult:
 def _open_rgb(path: Path):
     from PIL import Image
 
+    from .images import upright
+
     with Image.open(path) as im:
-        return im.convert("RGB")
+        return upright(im).convert("RGB")
 
 
 def iter_loaded(

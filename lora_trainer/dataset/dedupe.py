@@ -262,13 +262,13 @@ def load_clip_embedder(
 def _load_for_embedding(path: Path):
     from PIL import Image
 
-    from .images import to_rgb
+    from .images import to_rgb, upright
 
     with Image.open(path) as im:
         im.draft(
             "RGB", (EMBED_MAX_SIDE, EMBED_MAX_SIDE)
         )  # JPEG decodes at a reduced scale: much faster
-        im = to_rgb(im)
+        im = to_rgb(upright(im))
     im.thumbnail((EMBED_MAX_SIDE, EMBED_MAX_SIDE), Image.BICUBIC)
     return im
 

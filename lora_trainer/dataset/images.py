@@ -94,6 +94,18 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.I
     return im.convert("RGB")
 
 
+def upright(im: Image.Image) -> Image.Image:
+    """The picture as viewers show it: the EXIF orientation applied. Phones store a portrait as a
+    landscape with a "rotate me" tag; without this a tagger, a thumbnail or a re-saved JPEG shows
+    it lying on its side. A damaged EXIF block leaves the picture as stored."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return im
+
+
 def has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info)
 

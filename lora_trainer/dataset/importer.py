@@ -47,6 +47,7 @@ from .images import (
     is_image_name,
     iter_files,
     to_rgb,
+    upright,
 )
 
 # Extensions tried as images besides IMAGE_EXTS: Pillow reads them and they are converted to PNG.
@@ -399,6 +400,7 @@ def shrink_images(
         with Image.open(path) as im:
             im.load()
             fmt = im.format
+            im = upright(im)  # a re-saved file keeps no EXIF tag: the pixels must stand the right way up
             if resize:
                 im = _scaled(im, options.max_side)
             target = path.with_suffix(".jpg") if convert else path

@@ -219,8 +219,10 @@ def preprocess(image, size: int) -> np.ndarray:
 def load_for_tagger(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
+    from .images import upright
+
     with Image.open(path) as im:
-        return preprocess(im, size)
+        return preprocess(upright(im), size)
 
 
 # ----------------------------------------------------------------------------------------------

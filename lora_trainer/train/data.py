@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from ..dataset.images import IMAGE_EXTS, to_rgb
+from ..dataset.images import IMAGE_EXTS, to_rgb, upright
 from ..errors import StudioError
 from ..fileio import atomic_path
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
@@ -227,8 +227,7 @@ def load_image(path: str | Path) -> Image.Image:
     """An RGB image as displayed: EXIF orientation applied, transparency flattened onto white."""
     with Image.open(path) as im:
         im.load()
-        im = ImageOps.exif_transpose(im)
-        return to_rgb(im)
+        return to_rgb(upright(im))
 
 
 def fit_to_bucket(image: Image.Image, placement: Placement) -> Image.Image:

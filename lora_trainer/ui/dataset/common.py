@@ -68,8 +68,11 @@ def thumbnail(project: Project, image: Path, side: int = THUMB_SIDE) -> str:
     """
     from PIL import Image
 
+    from ...dataset.images import upright
+
     st = image.stat()
-    key = hashlib.sha1(f"{image.resolve()}|{st.st_size}|{st.st_mtime_ns}|{side}".encode()).hexdigest()[:20]
+    # "upright": thumbnails made before the EXIF orientation was applied are not reused
+    key = hashlib.sha1(f"{image.resolve()}|{st.st_size}|{st.st_mtime_ns}|{side}|upright".encode()).hexdigest()[:20]
     out = project.cache_dir / THUMB_DIR / f"{key}.jpg"
     if out.exists():
         return str(out)
@@ -79,6 +82,7 @@ def thumbnail(project: Project, image: Path, side: int = THUMB_SIDE) -> str:
     try:
         with Image.open(image) as im:
             im.draft("RGB", (side, side))  # JPEG: decode at a reduced scale
+            im = upright(im)
             im = im.convert("RGBA") if im.mode in ("P", "LA", "RGBA") else im.convert("RGB")
             im.thumbnail((side, side))
             if im.mode == "RGBA":
