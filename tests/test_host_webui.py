@@ -190,7 +190,7 @@ def test_forge_clones_clean_weights_out_of_inference_mode(webui, forge_backend, 
         bundle.predict(x, torch.tensor([10.0]), cond.context, cond.y).sum().backward()
         assert x.grad is not None and x.grad.abs().sum() > 0
     assert snapshot(webui.models.webui_modules(sd_model)) == before
-    assert sd_model.current_lora_hash == "[]"
+    assert sd_model.current_lora_hash != str([])  # the next generation re-applies (or removes) its LoRAs
 
 
 @pytest.mark.parametrize("storage_dtype,word", [("nf4", "NF4"), ("gguf", "GGUF"), (torch.float8_e4m3fn, "float8_e4m3fn")])

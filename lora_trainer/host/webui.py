@@ -669,14 +669,18 @@ class _ForgeBorrow(_Borrow):
         from ..models.clip_text import hf_to_open_clip
 
         device = self.host.device()
+        # Forge keeps its text encoders in fp16 even on the CPU (memory_management.text_encoder_dtype),
+        # where there is no fp16 autocast: the CPU trains in float32, so the clones are float32 there.
+        cpu_float = torch.float32 if device.type == "cpu" else None
         out: dict[str, torch.Tensor] = {}
         with torch.inference_mode(False), torch.no_grad():
             for part in self.parts:
                 clean = W.forge_clean_sources(self.sd_model, part)
                 for key, t in part.module.state_dict().items():
                     src = clean.get(key, t)
+                    dtype = cpu_float if src.is_floating_point() else None
                     # a new tensor made outside inference mode: autograd may save it for backward
-                    out[part.prefix + W.normalize_webui_key(key)] = src.to(device=device, copy=True)
+                    out[part.prefix + W.normalize_webui_key(key)] = src.to(device=device, dtype=dtype, copy=True)
             hf = {k[len(W.FORGE_BIGG_HF_PREFIX):]: out.pop(k) for k in list(out) if k.startswith(W.FORGE_BIGG_HF_PREFIX)}
             if hf:
                 hf.pop("text_model.embeddings.position_ids", None)

@@ -218,8 +218,31 @@ def shared() -> Any:
 
 def loaded_model() -> Any:
     """`shared.sd_model` (modules/shared_items.py): the first access loads the checkpoint, so the
-    caller holds the queue lock."""
-    return shared().sd_model
+    caller holds the queue lock. Forge loads only when it first generates; until then its
+    `sd_model` is a FakeInitialModel, so the checkpoint is loaded here the same way."""
+    model = shared().sd_model
+    if hasattr(model, "forge_objects") or host_kind(model) != FORGE:
+        return model
+    return forge_load_model()
+
+
+def forge_load_model() -> Any:
+    """Forge's selected checkpoint, loaded as its first generation would (processing.py
+    manage_model_and_prompt_cache -> sd_models.forge_model_reload), on its main thread. Forge's
+    UI chooses the checkpoint while it is built (modules_forge/main_entry.py
+    refresh_model_loading_parameters); with --nowebui nothing has, so that is done first."""
+    from modules import sd_models
+
+    if not sd_models.model_data.forge_loading_parameters:
+        from modules_forge import main_entry
+
+        main_entry.refresh_model_loading_parameters()
+    try:
+        model, _ = run_on_main_thread(sd_models.forge_model_reload)
+    except ValueError as e:  # "You do not have any model! ..."
+        raise StudioError(f"Forge could not load a checkpoint: {e}",
+                          "Put an SD1.5 or SDXL checkpoint in models/Stable-diffusion and choose it in Forge.") from e
+    return model
 
 
 def queue_lock() -> Any:
@@ -377,15 +400,23 @@ def refresh_lora_list() -> None:
         networks.list_available_networks()
 
 
+# networks.load_networks skips its work when `current_lora_hash` equals the hash of the prompt's
+# LoRAs (`str([])` for none): this value equals no such hash, so the next generation starts again
+# from `forge_objects_original` and applies what its prompt names (also nothing).
+FORGE_REAPPLY_LORAS = "lora-studio: re-apply LoRAs"
+
+
 def forge_forget_loras(sd_model: Any) -> None:
     """Forge (§4.9): clear the `load_lora_state_dict` lru_cache (keyed by path, so an overwritten
-    file would not be re-read) and reset `current_lora_hash` so the next generation re-applies."""
+    file would not be re-read) and make the next generation re-apply its LoRAs. Not `str([])`:
+    that means "no LoRA applied", so a next prompt without one would keep the patched
+    `forge_objects` of the last prompt with one."""
     networks = lora_extension()
     cached = getattr(networks, "load_lora_state_dict", None) if networks is not None else None
     if cached is not None and hasattr(cached, "cache_clear"):
         cached.cache_clear()
     if sd_model is not None and hasattr(sd_model, "current_lora_hash"):
-        sd_model.current_lora_hash = str([])
+        sd_model.current_lora_hash = FORGE_REAPPLY_LORAS
 
 
 def forge_unload_all() -> None:
@@ -411,7 +442,7 @@ def txt2img(prompt: str, negative_prompt: str, seed: int, steps: int, cfg_scale:
     s = shared()
     opts = s.opts
     p = processing.StableDiffusionProcessingTxt2Img(
-        sd_model=s.sd_model,
+        sd_model=loaded_model(),
         outpath_samples=getattr(opts, "outdir_samples", "") or getattr(opts, "outdir_txt2img_samples", ""),
         outpath_grids=getattr(opts, "outdir_grids", "") or getattr(opts, "outdir_txt2img_grids", ""),
         prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, cfg_scale=cfg_scale,
@@ -427,12 +458,28 @@ def txt2img(prompt: str, negative_prompt: str, seed: int, steps: int, cfg_scale:
 
 def run_on_main_thread(fn, *args):
     """Forge runs generation on its main thread (modules_forge/main_thread.py run_and_wait_result,
-    as modules/txt2img.py does); A1111 calls in place."""
+    as modules/txt2img.py does); A1111 (and a caller already on the main thread) calls in place.
+    Forge's task prints an exception and returns None; here it is raised in the caller."""
+    import threading
+
     try:
         from modules_forge import main_thread
     except ImportError:
         return fn(*args)
-    return main_thread.run_and_wait_result(fn, *args)
+    if threading.current_thread() is threading.main_thread():
+        return fn(*args)
+    outcome: dict[str, Any] = {}
+
+    def call():
+        try:
+            outcome["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+            outcome["error"] = e
+
+    main_thread.run_and_wait_result(call)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
 
 
 def clear_prompt_cache() -> None:
