@@ -19,6 +19,8 @@ import pytest
 
 from lora_trainer.demo.dataset import make_demo_dataset
 
+pytestmark = pytest.mark.gradio3  # also run in A1111's gradio 3.41.2 (./studio.sh test runs both)
+
 PROJECT = "flow"
 VIEWPORT_WIDTH = 1366  # conftest.VIEWPORT
 # What a user sees when the server let an exception through: gradio's error toast, or a traceback.
@@ -26,7 +28,8 @@ BROKEN = 'text=/Traceback \\(most recent call last\\)/'
 
 
 # ----------------------------------------------------------------------------------------------
-# Small page helpers (gradio puts elem_id on the component's wrapper; inputs are inside it)
+# Small page helpers (gradio puts elem_id on the component's wrapper; inputs are inside it. gradio
+# 3 puts an HTML component's elem_id on its inner div too, hence the `.first`s.)
 
 
 def field(page, elem_id: str):
@@ -53,12 +56,15 @@ def set_number(page, elem_id: str, value) -> None:
 def pick(page, elem_id: str, choice: str) -> None:
     """Choose a dropdown option by its exact text."""
     field(page, elem_id).click()
-    page.get_by_role("option", name=choice, exact=True).click()
+    # gradio 4 gives the options role=option, gradio 3 role=button (and a ✓ in the text): both
+    # label them with aria-label
+    page.locator(f'ul.options li[aria-label="{choice}"]').first.click()
     assert field(page, elem_id).input_value() == choice
 
 
 def open_tab(page, label: str) -> None:
-    page.get_by_role("tab", name=label, exact=True).click()
+    """A sub-tab's button (gradio 4 gives it role=tab, gradio 3 does not: both have .tab-nav)."""
+    page.locator("#lora_studio_tabs .tab-nav button").filter(has_text=re.compile(rf"^\s*{label}\s*$")).first.click()
 
 
 def open_section(page, title: str) -> None:
@@ -134,7 +140,7 @@ def assert_not_dimmed(page, elem_id: str, samples: int = 10) -> None:
     20%; style.css keeps ours at full strength). Sampled over about two seconds of polling."""
     lowest = 1.0
     for _ in range(samples):
-        lowest = min(lowest, page.locator(f"#{elem_id}").evaluate(TEXT_OPACITY))
+        lowest = min(lowest, page.locator(f"#{elem_id}").first.evaluate(TEXT_OPACITY))
         page.wait_for_timeout(200)
     assert lowest == 1.0, f"#{elem_id} was shown at opacity {lowest} while polled"
 
@@ -151,8 +157,8 @@ def shot(page, artifacts: Path, name: str, bottom: str) -> Path:
     page.wait_for_timeout(300)  # let gradio finish re-laying out after the scroll
     path = artifacts / f"{name}.png"
     page.screenshot(path=str(path))
-    top = page.locator("#lora_studio_project_row").bounding_box()
-    end = page.locator(bottom).bounding_box()
+    top = page.locator("#lora_studio_project_row").first.bounding_box()
+    end = page.locator(bottom).first.bounding_box()
     scroll = page.evaluate("() => window.scrollY")
     y0 = max(0, top["y"] + scroll - 8)
     clip = {"x": 0, "y": y0, "width": VIEWPORT_WIDTH, "height": end["y"] + end["height"] + scroll + 16 - y0}
@@ -206,7 +212,7 @@ def step_import(page, pictures: Path, dataset_dir: Path) -> None:
     click(page, "lora_studio_dataset_import")
     wait_job_done(page, "import", before)
     page.locator("#lora_studio_dataset_import_message .ls-ok").wait_for()
-    page.locator("#lora_studio_dataset_overview", has_text="6 images").wait_for()
+    page.locator("#lora_studio_dataset_overview", has_text="6 images").first.wait_for()
     assert sorted(p.name for p in dataset_dir.glob("*.png")) == sorted(p.name for p in pictures.glob("*.png"))
 
 
@@ -234,7 +240,7 @@ def step_merge(page, dataset_dir: Path, before: dict[str, list[str]]) -> tuple[s
     fill(page, "lora_studio_dataset_tags_merge_target", "merged colour")
     click(page, "lora_studio_dataset_tags_merge")
     page.locator("#lora_studio_dataset_tags_message .ls-ok").wait_for()
-    page.locator("#lora_studio_dataset_tags_table", has_text="merged colour").wait_for()
+    page.locator("#lora_studio_dataset_tags_table", has_text="merged colour").first.wait_for()
     after = captions(dataset_dir)
     assert after != before
     for stem, tags in before.items():
@@ -257,7 +263,7 @@ def glance_at_train_tab(page) -> None:
     }, true)""")
     open_tab(page, "Train")
     page.wait_for_function("() => window.lsTrainReloads >= 1", timeout=10_000)
-    page.locator("#lora_studio_train_message", has_text="No saved settings yet").wait_for()
+    page.locator("#lora_studio_train_message", has_text="No saved settings yet").first.wait_for()
     open_tab(page, "Dataset")
 
 
@@ -274,12 +280,12 @@ def step_train(page, studio, checkpoint: Path, output_dir: Path):
     set_number(page, "lora_studio_train_max_token_length", 75)  # one text-encoder pass per caption, not three
     pick(page, "lora_studio_train_mixed_precision", "no")  # plain float32, as on a CPU anyway
     click(page, "lora_studio_train_check")
-    page.locator("#lora_studio_train_preview", has_text=f"{EPOCHS * 6 * REPEATS} total steps").wait_for()
-    assert page.locator("#lora_studio_train_problems .ls-error").count() == 0, page.locator("#lora_studio_train_problems").inner_text()
+    page.locator("#lora_studio_train_preview", has_text=f"{EPOCHS * 6 * REPEATS} total steps").first.wait_for()
+    assert page.locator("#lora_studio_train_problems .ls-error").count() == 0, page.locator("#lora_studio_train_problems").first.inner_text()
 
     before = panel_job(page)
     click(page, "lora_studio_train_start")
-    page.locator("#lora_studio_train_message", has_text="started").wait_for()
+    page.locator("#lora_studio_train_message", has_text="started").first.wait_for()
     seen: list[str] = []
     wait_job_running(page, before, seen, texts=2)
     # A reload (or a closed and reopened browser) mid-training: the page finds the job by itself.
@@ -300,12 +306,12 @@ def step_train(page, studio, checkpoint: Path, output_dir: Path):
     steps = [(int(m.group(1)), int(m.group(2))) for t in seen if (m := re.search(r"(\d+)% .*step (\d+)/", t))]
     assert len(steps) >= 2 and steps == sorted(steps) and steps[-1][1] > steps[0][1], seen
 
-    summary = page.locator("#lora_studio_train_summary", has_text=f"Finished {EPOCHS} of {EPOCHS} epochs")
+    summary = page.locator("#lora_studio_train_summary", has_text=f"Finished {EPOCHS} of {EPOCHS} epochs").first
     summary.wait_for()
     assert_not_dimmed(page, "lora_studio_train_summary")
     epochs = [output_dir / f"{PROJECT}-{i:02d}.safetensors" for i in range(1, EPOCHS + 1)]
     assert all(p.is_file() and p.stat().st_size > 1000 for p in epochs), sorted(output_dir.glob("*"))
-    page.locator("#lora_studio_train_epochs", has_text=epochs[-1].name).wait_for()
+    page.locator("#lora_studio_train_epochs", has_text=epochs[-1].name).first.wait_for()
     chart = page.locator("#lora_studio_train_chart img")
     chart.wait_for()
     assert chart.evaluate("img => img.naturalWidth") > 100
@@ -317,14 +323,14 @@ def step_train(page, studio, checkpoint: Path, output_dir: Path):
 def step_compare(page, project_dir: Path) -> Path:
     open_tab(page, "Compare")
     click(page, "lora_studio_compare_refresh")
-    page.locator("#lora_studio_compare_found", has_text=f"{PROJECT}-02").wait_for()
+    page.locator("#lora_studio_compare_found", has_text=f"{PROJECT}-02").first.wait_for()
     fill(page, "lora_studio_compare_weights", "0.5, 1")
     set_number(page, "lora_studio_compare_steps", 2)
     set_number(page, "lora_studio_compare_width", 64)
     set_number(page, "lora_studio_compare_height", 64)
     before = panel_job(page)
     click(page, "lora_studio_compare_render")
-    page.locator("#lora_studio_compare_message", has_text="Rendering a 2x2 grid").wait_for()
+    page.locator("#lora_studio_compare_message", has_text="Rendering a 2x2 grid").first.wait_for()
     wait_job_done(page, "grid", before)
     page.locator("#lora_studio_compare_message .ls-ok", has_text="Wrote").wait_for()
     grids = sorted(project_dir.rglob("grid-*.png"))

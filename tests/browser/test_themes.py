@@ -12,6 +12,10 @@ import pytest
 
 from lora_trainer.cli.demo import ensure_demo_project
 
+from .test_flow import open_tab
+
+pytestmark = pytest.mark.gradio3  # also run in A1111's gradio 3.41.2
+
 # For each visible element with a class starting "ls-" and text of its own: its colour, the first
 # opaque background behind it, and the ratio of their relative luminances (WCAG 2).
 CONTRASTS = """() => {
@@ -48,7 +52,7 @@ def test_readable_in_both_themes(page, studio, artifacts, theme):
     page.wait_for_function("() => document.querySelector('#lora_studio_project input').value === 'demo'")
     checked = []
     for tab in ("Dataset", "Train", "Compare"):
-        page.get_by_role("tab", name=tab, exact=True).click()
+        open_tab(page, tab)
         page.wait_for_timeout(2500)  # train.js fills the form and the run view on first show
         page.screenshot(path=str(artifacts / f"theme-{theme}-{tab.lower()}.png"), full_page=True)
         found = page.evaluate(CONTRASTS)
