@@ -94,7 +94,8 @@ def forge(webui, monkeypatch):
     monkeypatch.setitem(sys.modules, "modules_forge.main_thread", package.main_thread)
     monkeypatch.setitem(sys.modules, "modules_forge.main_entry", package.main_entry)
     monkeypatch.setitem(sys.modules, "modules.sd_models",
-                        types.SimpleNamespace(model_data=model_data, forge_model_reload=forge_model_reload))
+                        types.SimpleNamespace(model_data=model_data, forge_model_reload=forge_model_reload,
+                                              select_checkpoint=lambda: log.checkpoint))
 
     def unload():
         log.unloads += 1
@@ -140,6 +141,17 @@ def test_checkpoint_loads_on_the_main_thread_before_the_first_generation(webui, 
     assert len(forge.reloads) == 1 and forge.reloads == forge.task_threads  # on the "main thread"
     assert hasattr(webui.shared.sd_model, "forge_objects")
     assert in_worker(h.model_arch) == "sd15" and len(forge.reloads) == 1  # loaded once
+
+
+def test_the_family_comes_from_the_checkpoint_header_without_loading(webui, forge, tmp_path):
+    """Building the tab asks the family for its defaults: Forge's start-up must not load a model
+    for that (Forge itself loads at the first generation)."""
+    from lora_trainer.models.demo import write_demo_checkpoint
+
+    path = write_demo_checkpoint(tmp_path / "tiny-sdxl.safetensors", "sdxl", dtype="fp16")
+    forge.checkpoint = types.SimpleNamespace(filename=str(path))  # a CheckpointInfo
+    assert in_worker(host().model_arch) == "sdxl"
+    assert forge.reloads == [] and isinstance(webui.shared.sd_model, FakeInitialModel)
 
 
 def test_a_chosen_checkpoint_is_not_chosen_again(webui, forge):

@@ -358,6 +358,11 @@ class WebUIHost(Host):
 
     def model_arch(self) -> str:
         with self.locked():
+            sd_model = W.shared().sd_model
+            if not hasattr(sd_model, "forge_objects") and W.host_kind(sd_model) == W.FORGE:
+                arch = W.forge_selected_arch()  # not loaded yet: the file's header tells
+                if arch is not None:
+                    return arch
             return W.model_arch(W.loaded_model())
 
     def device(self) -> torch.device:

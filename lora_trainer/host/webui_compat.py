@@ -226,6 +226,22 @@ def loaded_model() -> Any:
     return forge_load_model()
 
 
+def forge_selected_arch() -> str | None:
+    """Forge before its first generation: the family of the checkpoint it will load, read from the
+    file's header (modules/sd_models.py select_checkpoint; main_entry's loading parameters when the
+    UI chose one), so building the tab does not load a model Forge would load only later."""
+    from modules import sd_models
+
+    params = getattr(sd_models.model_data, "forge_loading_parameters", None) or {}
+    info = params.get("checkpoint_info") or sd_models.select_checkpoint()
+    filename = getattr(info, "filename", None)
+    if not filename:
+        return None
+    from ..models.checkpoint import describe
+
+    return describe(filename)["arch"]
+
+
 def forge_load_model() -> Any:
     """Forge's selected checkpoint, loaded as its first generation would (processing.py
     manage_model_and_prompt_cache -> sd_models.forge_model_reload), on its main thread. Forge's

@@ -50,7 +50,8 @@ def test_train_on_the_loaded_model(tmp_path):
     marker = "LORA_STUDIO_STEP "  # progress bars may precede it on the same line
     steps = [json.loads(line[line.index(marker) + len(marker):]) for line in proc.stdout.splitlines() if marker in line]
     for s in steps:
-        print(f"{s['step']}: {'ok' if s['ok'] else 'FAILED'} in {s.get('seconds')} s")
+        info = {k: v for k, v in s.items() if k not in ("step", "ok", "seconds", "trace", "prompts", "names", "card", "seen")}
+        print(f"{s['step']}: {'ok' if s['ok'] else 'FAILED'} in {s.get('seconds')} s {json.dumps(info, default=str)[:300]}")
     done = [s["step"] for s in steps if s["ok"]]
     failed = [s for s in steps if not s["ok"]]
     assert not failed and done[-1:] == ["txt2img_after"], (done, failed, proc.stderr[-3000:])

@@ -10,7 +10,8 @@ models/Stable-diffusion (any weights: a full-size random one is enough) and a Py
 requirements (gradio 4.40.0, pydantic 2, sentencepiece for its gguf package; facexlib is optional).
 The extension is linked into extensions/ for the run. Forge runs in a subprocess on the CPU
 (--always-cpu, webui_forge_driver.py) and reports each step: it boots, install.py would install
-nothing Forge provides, the tab builds, the model loads (Forge loads on first use: the host does it on Forge's main thread), txt2img works, a LoRA
+nothing Forge provides, the tab builds (the family read from the selected checkpoint's header,
+nothing loaded: Forge loads on first use), txt2img works, a LoRA
 trains on the loaded model through the WebUI host, the file is in the Lora list with its card,
 sd_forge_lora applies it, the Compare grid renders through Forge (weight 0 = no LoRA, the epochs
 differ), and txt2img without it gives the same image as before training.
@@ -30,8 +31,8 @@ packages come from the A1111 test venv and the project's .venv, plus the machine
     ln -s /work/webui/models/Stable-diffusion/random-sd15.safetensors models/Stable-diffusion/
     # (/work/webui_assets/make_assets.py wrote that random SD1.5 checkpoint)
 
-On 2 shared CPU cores a run takes 1-3 minutes (boot 9-19 s, tab 5-9 s: building it loads the
-checkpoint, first txt2img 5-28 s, training 4 steps at 256 px 21-41 s, grid of 6 cells 17-37 s).
+On 2 shared CPU cores a run takes 1-3 minutes (boot 9-19 s, tab 5-9 s, first txt2img (it loads the
+checkpoint) 5-28 s, training 4 steps at 256 px 21-41 s, grid of 6 cells 17-37 s).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def test_train_on_the_loaded_model(tmp_path):
     marker = "LORA_STUDIO_STEP "  # progress bars may precede it on the same line
     steps = [json.loads(line[line.index(marker) + len(marker):]) for line in proc.stdout.splitlines() if marker in line]
     for s in steps:
-        print(f"{s['step']}: {'ok' if s['ok'] else 'FAILED'} in {s.get('seconds')} s")
+        info = {k: v for k, v in s.items() if k not in ("step", "ok", "seconds", "trace", "prompts", "names", "card", "seen")}
+        print(f"{s['step']}: {'ok' if s['ok'] else 'FAILED'} in {s.get('seconds')} s {json.dumps(info, default=str)[:300]}")
     done = [s["step"] for s in steps if s["ok"]]
     failed = [s for s in steps if not s["ok"]]
     assert not failed and done[-1:] == ["txt2img_after"], (done, failed, proc.stderr[-3000:])

@@ -108,10 +108,10 @@ def main():
         arch = host.model_arch()
         from modules import shared
 
+        # The family comes from the checkpoint's header: neither the tab nor this loaded a model.
         sd_model = shared.sd_model
-        assert sd_model.is_sd1 and hasattr(sd_model, "forge_objects"), type(sd_model)
-        return {"model": sd_model.sd_checkpoint_info.name_for_extra, "host": host.name, "arch": arch,
-                "class": type(sd_model).__name__}
+        assert arch == "sd15" and not hasattr(sd_model, "forge_objects"), (arch, type(sd_model))
+        return {"host": host.name, "arch": arch, "class": type(sd_model).__name__}
 
     def request(prompt):
         from lora_trainer.host.base import GenerationRequest
@@ -119,9 +119,13 @@ def main():
         return GenerationRequest(prompt, seed=7, steps=2, width=64, height=64, sampler_name="Euler", scheduler="Automatic")
 
     def txt2img_before():
-        image = state["host"].generate(request("a cat"))[0]
+        from modules import shared
+
+        image = state["host"].generate(request("a cat"))[0]  # Forge loads the model for it
         state["before"] = hashlib.sha256(image.tobytes()).hexdigest()
-        return {"sha256": state["before"], "size": image.size}
+        sd_model = shared.sd_model
+        assert sd_model.is_sd1 and hasattr(sd_model, "forge_objects"), type(sd_model)
+        return {"sha256": state["before"], "size": image.size, "model": sd_model.sd_checkpoint_info.name_for_extra}
 
     def train():
         from modules import call_queue, shared
