@@ -19,9 +19,9 @@ if EXTENSION_DIR not in sys.path:
 
 
 def _context():
-    from lora_trainer.host import webui_settings
+    from lora_trainer.host import webui_compat, webui_settings
     from lora_trainer.host.webui import WebUIHost
-    from lora_trainer.ui.context import StudioContext
+    from lora_trainer.ui.context import SEND_TO_TXT2IMG_KEY, StudioContext
 
     settings = webui_settings.read_settings()
     host = WebUIHost()  # lends the loaded model; generates and captions with the WebUI's own pipeline
@@ -32,7 +32,7 @@ def _context():
         host_folders=tuple(webui_settings.model_folders()),
         remote=webui_settings.remote_restricted(),
         host=host,
-        extra={"caption_fn": host.caption_fn()},
+        extra={"caption_fn": host.caption_fn(), SEND_TO_TXT2IMG_KEY: webui_compat.add_send_to_txt2img},
     )
 
 

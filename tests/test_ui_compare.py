@@ -11,6 +11,7 @@ import html as htmllib
 import json
 import re
 import shutil
+import types
 
 import pytest
 from PIL import Image
@@ -137,6 +138,41 @@ def test_render_grid_runs_a_job_and_shows_the_png_and_its_cells(studio):
     # Refresh and a project change show the latest grid.
     refreshed = views(tab, "demo", *form(), 64, 64)
     assert refreshed["lora_studio_compare_image"] == str(png) and len(refreshed["lora_studio_compare_cells"]) == 6
+    assert out["lora_studio_compare_shown"] == refreshed["lora_studio_compare_shown"] == str(png)
+
+    # A clicked cell gives the parameters to make it again in txt2img: the last cell is epoch 2 at 1.
+    (on_cell,) = [fn for fn, _, _ in handlers(tab, "lora_studio_compare_cells", "select")]
+    params = on_cell(str(png), types.SimpleNamespace(index=5))
+    prompt, fields = params.split("\n")
+    assert prompt.endswith("<lora:demo-02:1>") and prompt.count("<lora:") == 1
+    assert fields == "Steps: 2, Sampler: Euler, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 64x64"
+    no_lora = on_cell(str(png), types.SimpleNamespace(index=3)).split("\n")[0]
+    assert "<lora:" not in no_lora and no_lora.strip(", ") == prompt.split("<lora:")[0].strip(", ")
+    assert "no cell 7" in on_cell(str(png), types.SimpleNamespace(index=6))
+
+
+def test_inside_the_webui_a_send_to_txt2img_button_takes_the_cell_parameters(studio):
+    """The WebUI's hook (host/webui_compat.add_send_to_txt2img) is given the parameters box."""
+    import gradio as gr
+
+    from lora_trainer.ui.context import SEND_TO_TXT2IMG_KEY
+
+    ctx, _, _, _ = studio
+    given = []
+
+    def send(source):
+        given.append(source)
+        return gr.Button("Send to txt2img", elem_id="txt2img_tab")
+
+    ctx.extra[SEND_TO_TXT2IMG_KEY] = send
+    try:
+        tab = build_tab(ctx)
+    finally:
+        del ctx.extra[SEND_TO_TXT2IMG_KEY]
+    assert [c.elem_id for c in given] == ["lora_studio_compare_cell_params"]
+    assert component(tab, "txt2img_tab") is not None
+    with pytest.raises(KeyError):
+        component(build_tab(ctx), "txt2img_tab")  # standalone: no such button
 
 
 def test_export_gives_the_prompt_sr_axes(studio):

@@ -19,10 +19,10 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 from collections.abc import Sequence
 
 from ..errors import StudioError
+from ..infotext import fields_line
 
 SR_TYPE = "Prompt S/R"
 SEED_TYPE = "Seed"
@@ -67,13 +67,6 @@ def apply_axes(prompt: str, negative: str, axes: Sequence[tuple[Sequence[str], s
     return prompt, negative
 
 
-def infotext_quote(text: str) -> str:
-    """Quote a value as the WebUI's infotext does (JSON string) when it holds a separator."""
-    if "," not in text and "\n" not in text and ":" not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
 def xyz_fields(axes: Sequence[tuple[str, Sequence[str]]]) -> dict[str, str]:
     """The grid infotext fields of up to three axes, given as (type, values) for X, Y, Z."""
     if len(axes) > 3:
@@ -87,7 +80,7 @@ def xyz_fields(axes: Sequence[tuple[str, Sequence[str]]]) -> dict[str, str]:
 
 def append_fields(infotext: str, fields: dict[str, str]) -> str:
     """Add `Key: value` pairs to the last line of an infotext (its parameter line)."""
-    extra = ", ".join(f"{k}: {infotext_quote(v)}" for k, v in fields.items())
+    extra = fields_line(fields.items())
     if not infotext:
         return extra
     return f"{infotext}, {extra}"

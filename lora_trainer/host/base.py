@@ -62,6 +62,16 @@ class GenerationRequest:
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.batch_size)]
 
+    def infotext(self) -> str:
+        """The WebUI's parameters text of this request (of its first image): pasted into txt2img
+        (its "Send to txt2img"), it fills the prompt with its LoRA tags, seed, steps, sampler,
+        schedule type, CFG and size."""
+        from ..infotext import format_infotext, number
+
+        pairs = [("Steps", str(self.steps)), ("Sampler", self.sampler_name), ("Schedule type", self.scheduler),
+                 ("CFG scale", number(self.cfg_scale)), ("Seed", str(self.seed)), ("Size", f"{self.width}x{self.height}")]
+        return format_infotext(self.prompt, self.negative_prompt, pairs)
+
 
 def default_generation(arch: str) -> GenerationRequest:
     """The defaults of an architecture: SD1.5 512x512, SDXL 1024x1024; 20 steps, CFG 7, DPM++ 2M Karras."""

@@ -532,3 +532,22 @@ def blip_captions(images: list[Image.Image]) -> list[str]:
         it.dtype = old_dtype
         it.send_blip_to_ram()
         devices.torch_gc()
+
+
+# ---- 5. the WebUI's UI ------------------------------------------------------------------------
+
+
+def add_send_to_txt2img(source_text: Any) -> Any:
+    """The WebUI's own "Send to txt2img" button (modules/infotext_utils.py create_buttons +
+    register_paste_params_button; `generation_parameters_copypaste` before A1111 1.8), pasting the
+    parameters text of `source_text`: the WebUI connects it after every tab is built
+    (ui.create_ui -> connect_paste_params_buttons) and switches to txt2img (switch_to_txt2img)."""
+    try:
+        from modules import infotext_utils as paste
+    except ImportError:
+        from modules import generation_parameters_copypaste as paste
+
+    button = paste.create_buttons(["txt2img"])["txt2img"]
+    paste.register_paste_params_button(paste.ParamBinding(paste_button=button, tabname="txt2img",
+                                                          source_text_component=source_text))
+    return button

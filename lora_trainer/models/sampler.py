@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import StudioError
+from ..infotext import format_infotext, number
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from . import schedule as sched
 
@@ -282,7 +283,7 @@ class GenerationParams:
             ("Steps", str(self.steps)),
             ("Sampler", sampler_label(self.sampler)),
             ("Schedule type", SCHEDULERS.get(self.scheduler, self.scheduler)),
-            ("CFG scale", _fmt_number(self.cfg)),
+            ("CFG scale", number(self.cfg)),
             ("Seed", str(self.seed)),
             ("Size", f"{self.width}x{self.height}"),
         ]
@@ -292,25 +293,8 @@ class GenerationParams:
             pairs.append(("Model", self.model_name))
         pairs.append(("RNG", "CPU"))  # our noise comes from a CPU generator, like A1111's "CPU" source
         pairs.extend(self.extra.items())
-        lines = [self.prompt + "".join(f" <lora:{Path(p).stem}:{_fmt_number(w)}>" for p, w in self.loras)]
-        if self.negative:
-            lines.append(f"Negative prompt: {self.negative}")
-        lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
-        return "\n".join(lines)
-
-
-def _fmt_number(x: float) -> str:
-    """7.0 -> "7", 7.5 -> "7.5" (what the WebUI's sliders produce)."""
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-def _quote(text: str) -> str:
-    """Quote a value that contains a separator, as A1111's `infotext_utils.quote` does."""
-    if "," not in text and "\n" not in text and ":" not in text:
-        return text
-    import json
-
-    return json.dumps(text, ensure_ascii=False)
+        prompt = self.prompt + "".join(f" <lora:{Path(p).stem}:{number(w)}>" for p, w in self.loras)
+        return format_infotext(prompt, self.negative, pairs)
 
 
 def _apply_loras(bundle: ModelBundle, loras: Sequence[tuple[str, float]]):

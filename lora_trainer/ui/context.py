@@ -25,6 +25,9 @@ def job_manager_for(root: Path) -> JobManager:
 
 
 STANDALONE_HOST_KEY = "standalone_host"  # extra: ((checkpoint, lora folder, clip skip), StandaloneHost)
+# extra, inside the WebUI: a function that adds the WebUI's own "Send to txt2img" button, pasting
+# the parameters text of the given component (host/webui_compat.py add_send_to_txt2img)
+SEND_TO_TXT2IMG_KEY = "send_to_txt2img"
 
 
 @dataclass

@@ -342,6 +342,12 @@ def step_compare(page, project_dir: Path) -> Path:
     shown = page.locator("#lora_studio_compare_image img")
     shown.wait_for()
     assert shown.evaluate("img => img.naturalWidth") > 128
+    # A click on a cell gives its parameters (what the WebUI's "Send to txt2img" pastes).
+    page.locator("#lora_studio_compare_cells .thumbnail-item").first.click()
+    params = field(page, "lora_studio_compare_cell_params")
+    page.wait_for_function("box => box.value.includes('<lora:')", arg=params.element_handle(), timeout=15_000)
+    text = params.input_value()
+    assert f"<lora:{PROJECT}-01:0.5>" in text and "Steps: 2, " in text and "Size: 64x64" in text, text
     return grids[0]
 
 

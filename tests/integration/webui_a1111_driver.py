@@ -77,7 +77,13 @@ def main():
         tabs = script_callbacks.ui_tabs_callback()
         titles = [t[1] for t in tabs]
         assert "LoRA Studio" in titles, titles
-        return {"tabs": titles}
+        # Compare's "Send to txt2img": the WebUI's own paste button, bound to the clicked cell's parameters
+        from modules import infotext_utils
+
+        bound = [b.tabname for b in infotext_utils.registered_param_bindings
+                 if getattr(b.source_text_component, "elem_id", None) == "lora_studio_compare_cell_params"]
+        assert bound == ["txt2img"], bound
+        return {"tabs": titles, "send_to": bound}
 
     def model():
         from modules import shared

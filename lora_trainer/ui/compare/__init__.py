@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -18,13 +19,14 @@ from ...errors import StudioError
 from ...host.base import default_generation
 from ...jobs import Job, JobStatus
 from ..compat import QUIET, on, update
-from ..context import StudioContext
+from ..context import SEND_TO_TXT2IMG_KEY, StudioContext
 from ..dataset.common import error_message, guarded, message, project_of
 from .runs import (
     GRID_JOB_KIND,
     CompareForm,
     GridJobResult,
     auto_compare_enabled,
+    cell_infotext,
     default_lora_dir,
     describe_run,
     export_defaults,
@@ -83,10 +85,12 @@ class CompareTab:
     gallery: gr.Gallery
     export_text: gr.Textbox
     seen: gr.Textbox  # the last finished grid job shown (hidden)
+    shown: gr.Textbox  # the path of the grid PNG shown (hidden): a clicked cell is looked up in its plan
+    cell_params: gr.Textbox  # the clicked cell's WebUI parameters (what "Send to txt2img" pastes)
 
     def connect(self, panel) -> None:
         on(self.render.click, self.start_render, [self.project, *self.form], [panel.job_id, self.message, self.export_text])
-        outputs = [self.seen, self.image, self.gallery, self.message]
+        outputs = [self.seen, self.image, self.gallery, self.message, self.shown, self.cell_params]
         # Runs on every poll that changes the progress bar: silent, and cheap until a grid finishes.
         on(panel.progress.change, self.job_finished, [panel.job_id, self.project, self.seen], outputs, show_progress=QUIET)
 
@@ -112,6 +116,16 @@ class CompareTab:
         plan = plan_from_form(self.ctx, project, form, export_defaults(self.ctx, project, form))
         return plan.xyz_script_text(), message("Paste these into txt2img's Script: X/Y/Z plot (Prompt S/R axes).")
 
+    def on_cell(self, png: str, evt: gr.SelectData) -> str:
+        """A clicked cell: its parameters, to copy or to send to txt2img."""
+        index = evt.index if isinstance(evt.index, int) else None
+        if not png or index is None:
+            return ""
+        try:
+            return cell_infotext(Path(png), index)
+        except StudioError as e:
+            return f"{e.message} {e.fix}".strip()
+
     def views(self, name: str | None, form: CompareForm, width, height) -> dict:
         """The run's files, the default prompt when none is typed, sizes for the model, the latest grid."""
         out: dict = {}
@@ -121,7 +135,8 @@ class CompareTab:
             stem = run_stem(project, lora_dir, form.run)
             out[self.found] = message(describe_run(lora_dir, stem))
         except StudioError as e:
-            return {**out, self.found: error_message(e), self.image: None, self.gallery: []}
+            return {**out, self.found: error_message(e), self.image: None, self.gallery: [], self.shown: "",
+                    self.cell_params: ""}
         try:
             defaults = model_defaults(self.ctx, project, form.checkpoint)
             out[self.width], out[self.height] = _size_for(width, height, defaults)
@@ -139,6 +154,7 @@ class CompareTab:
         png = latest_grid(project)
         out[self.image] = str(png) if png else None
         out[self.gallery] = grid_cells(png) if png else []
+        out[self.shown], out[self.cell_params] = str(png) if png else "", ""
         return out
 
     def on_refresh(self, name, *values_and_size) -> dict:
@@ -187,8 +203,9 @@ class CompareTab:
         if not isinstance(r, GridJobResult) or project.dir.resolve() not in r.png.resolve().parents:
             return out
         (w, h), (rows, cols) = r.size, r.shape
-        text = f"Wrote {r.png} ({w}x{h} px, {rows}x{cols} images). Click a cell below to enlarge it."
-        return {**out, self.image: str(r.png), self.gallery: grid_cells(r.png), self.message: message(text, "ok")}
+        text = f"Wrote {r.png} ({w}x{h} px, {rows}x{cols} images). Click a cell below to enlarge it and see its parameters."
+        return {**out, self.image: str(r.png), self.gallery: grid_cells(r.png), self.message: message(text, "ok"),
+                self.shown: str(r.png), self.cell_params: ""}
 
 
 def _first_views(ctx: StudioContext, name: str | None) -> tuple[str, bool, str | None]:
@@ -252,6 +269,15 @@ def build(ctx: StudioContext, project: gr.Dropdown) -> CompareTab:
     image = gr.Image(value=png0, label="Grid", interactive=False, elem_id="lora_studio_compare_image")
     gallery = gr.Gallery(label="Cells (click to enlarge)", columns=6, object_fit="contain", height="auto",
                          elem_id="lora_studio_compare_cells")
+    with gr.Row():
+        cell_params = gr.Textbox(label="The clicked cell's parameters", lines=3, interactive=False, scale=4,
+                                 placeholder="click a cell: its prompt with that epoch and weight, seed, steps, sampler, size",
+                                 elem_id="lora_studio_compare_cell_params")
+        send = ctx.extra.get(SEND_TO_TXT2IMG_KEY)
+        if send is not None:  # inside the WebUI: its own button, which pastes these into txt2img
+            with gr.Column(scale=1, min_width=160):
+                send(cell_params)
+    shown = gr.Textbox(value=png0 or "", visible=False, elem_id="lora_studio_compare_shown")
     with gr.Accordion("X/Y/Z plot settings", open=False):
         export_text = gr.Textbox(show_label=False, lines=8, interactive=False, elem_id="lora_studio_compare_xyz")
     seen = gr.Textbox(value="", visible=False, elem_id="lora_studio_compare_seen")
@@ -260,12 +286,13 @@ def build(ctx: StudioContext, project: gr.Dropdown) -> CompareTab:
     form = [lora_dir, run, epochs, weights, prompt, negative, seeds, sampler, scheduler, steps, cfg, width, height,
             no_lora, swap, checkpoint]
     tab = CompareTab(ctx, project, form, found, prompt, width, height, checkpoint, auto, refresh, render, export, msg,
-                     image, gallery, export_text, seen)
+                     image, gallery, export_text, seen, shown, cell_params)
 
-    view_outputs = [found, prompt, width, height, image, gallery]
+    view_outputs = [found, prompt, width, height, image, gallery, shown, cell_params]
     on(refresh.click, tab.on_refresh, [project, *form, width, height], view_outputs)
     on(project.change, tab.on_project, [project, *form, width, height], [*view_outputs, lora_dir, run, msg, export_text, auto])
     on(export.click, tab.do_export, [project, *form], [export_text, msg])
+    on(gallery.select, tab.on_cell, [shown], [cell_params])
     # `input`: the user's clicks only, not the value a project change puts there.
     on(auto.input, tab.on_auto, [project, auto], [msg])
     return tab

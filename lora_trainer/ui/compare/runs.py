@@ -6,6 +6,7 @@ button) and `auto_compare_enabled` (whether to start that grid when a training e
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,8 +285,6 @@ def grid_cells(png: Path) -> list[tuple[Image.Image, str]]:
     The layout is recomputed from the plan saved beside it (labels and cell size); a grid whose
     layout does not match (drawn with another font) gives no cells rather than wrong ones.
     """
-    import json
-
     from PIL import Image
 
     from ...compare.grid import plan_layout
@@ -308,6 +307,21 @@ def grid_cells(png: Path) -> list[tuple[Image.Image, str]]:
             caption = f"{row_label} / {col_label}".replace("\n", " ")
             cells.append((grid.crop((x, y, x + layout.cell_w, y + layout.cell_h)), caption))
     return cells
+
+
+def cell_infotext(png: Path, index: int) -> str:
+    """The WebUI parameters of the `index`-th cell of a saved grid (row by row, as `grid_cells`):
+    its prompt with that epoch's `<lora:...:weight>`, negative prompt, seed, steps, sampler, CFG and
+    size, so the cell can be made again in txt2img."""
+    plan_path = png.with_suffix(".json")
+    try:
+        plan = GridPlan.from_json(json.loads(plan_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StudioError(f"The grid's plan {plan_path} can not be read ({e}).", "Render the grid again.") from None
+    cells = plan.cells()
+    if not 0 <= index < len(cells):
+        raise StudioError(f"The grid {png.name} has no cell {index + 1}.", "Click a cell of the grid shown.")
+    return cells[index].request.infotext()
 
 
 # ---- 5. project.toml [compare] ------------------------------------------------------------------
