@@ -129,8 +129,8 @@ def test_undo_restores_bytes_and_history_lists_reasons(project):
     E.merge(project, "a", ["solo", "smile"])
     E.remove(project, ["nothing here"])  # changes nothing: no batch
     reasons = [b.reason for b in E.history(project)]
-    assert reasons == ["tag edit: merge a, solo, smile -> a", "tag edit: activate sks"]
-    assert E.undo(project).reason == "tag edit: merge a, solo, smile -> a"
+    assert reasons == ["tag edit: merge solo, smile into a", "tag edit: activate sks"]
+    assert E.undo(project).reason == "tag edit: merge solo, smile into a"
     assert E.undo(project).reason == "tag edit: activate sks"
     assert snapshot(project) == original  # d.txt, created by activate, is gone again
     assert E.undo(project) is None and E.history(project) == []

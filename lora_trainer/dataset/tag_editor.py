@@ -145,7 +145,7 @@ class EditResult:
     changed: tuple[Path, ...]  # caption files written
     total: int  # captions the edit looked at
     batch_id: str | None  # trash batch holding the previous versions (None when nothing changed)
-    reason: str  # the batch's reason, e.g. "tag edit: merge a, b -> a"
+    reason: str  # the batch's reason, e.g. "tag edit: merge b, c into a"
 
     @property
     def message(self) -> str:
@@ -234,7 +234,8 @@ def merge(
     if len(target_tags) != 1:
         raise StudioError(f"The merge target {target!r} must be exactly one tag.", "Give one tag without commas.")
     sources = _required(T.split_tag_args(sources), "tag to merge")
-    reason = f"merge {_names(dict.fromkeys([target_tags[0], *sources]))} -> {target_tags[0]}"
+    merged = [s for s in dict.fromkeys(sources) if s != target_tags[0]] or sources
+    reason = f"merge {_names(merged)} into {target_tags[0]}"
     return apply(project_dir, lambda t: T.merge_tags(t, target_tags[0], sources), reason, dataset_dir, selection)
 
 
