@@ -7,10 +7,12 @@ LoRA folders (recursively, as the WebUI does), and the files are applied at thos
 the network package for that one image, then taken off again (forward hooks: the checkpoint's
 tensors are never written to). `dyn=` and other extra-network types (`<hypernet:...>`) are
 removed from the text and ignored, with a line in the job log. Tags in the negative prompt stay
-there as text (A1111 reads extra networks from the positive prompt only). Prompt emphasis `(word:1.2)` is
-not interpreted (our text encoder reads the text as it is), but the WebUI's escapes `\\(` `\\)`
-`\\[` `\\]` are turned back into the brackets they stand for, so a default prompt written for the
-WebUI (booru tags like `name \\(series\\)`) means the same caption text here.
+there as text (A1111 reads extra networks from the positive prompt only). Both prompts are read
+with A1111's default emphasis ("Original", models/prompt_weights.py): `(word)` x1.1, `[word]` /1.1,
+`(word:1.3)`, nesting, `BREAK` (a new 75-token chunk), and the escapes `\\(` `\\)` `\\[` `\\]` `\\\\`
+for literal brackets, so booru tags written for the WebUI (`name \\(series\\)`) mean the same
+caption text here and a standalone grid matches the WebUI's. Not done: comma backtracking at chunk
+borders (chunks are plain 75-token cuts) and textual-inversion embeddings.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ _ESCAPED = re.compile(r"\\([()\[\]\\])")
 
 
 def unescape_prompt(text: str) -> str:
-    """`\\(` -> `(` and friends: the WebUI's escapes for literal brackets."""
+    """`\\(` -> `(` and friends: the WebUI's escapes for literal brackets. (generate itself leaves
+    escapes to the emphasis parser, which reads them the same way inside weighted text.)"""
     return _ESCAPED.sub(r"\1", text)
 
 
@@ -198,7 +201,7 @@ class StandaloneHost(Host):
         for tag in others:
             progress(ProgressEvent(log=f"ignored {tag}: the standalone host applies only <lora:...> tags"))
         files = [(tag, self.find_lora(tag.name)) for tag in tags]
-        prompt, negative = unescape_prompt(text), unescape_prompt(request.negative_prompt)
+        prompt, negative = text, request.negative_prompt  # escapes are read by the emphasis parser
         scheduler = scheduler_key(request.scheduler, request.sampler_name)
         bundle = self.bundle()
         images = []
@@ -214,7 +217,7 @@ class StandaloneHost(Host):
             with self._applied(bundle, files, progress) as hashes:
                 image = generate(
                     bundle, prompt, negative, seed, request.steps, request.cfg_scale, request.width, request.height,
-                    request.sampler_name, scheduler, progress=step, cancel=cancel,
+                    request.sampler_name, scheduler, progress=step, cancel=cancel, emphasis=True,
                 )
             extra = {}
             if self.clip_skip > 1:

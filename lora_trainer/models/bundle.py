@@ -120,16 +120,18 @@ class ModelBundle:
         target_size=None,
         is_negative: bool = False,
         kohya_layout: bool = False,
+        emphasis: bool = False,
     ) -> Conditioning:
         """Prompts -> Conditioning. SDXL's size vector uses original = target = (height, width) and
         crop (0, 0) unless given (pairs, or (B, 2) tensors for per-sample buckets). An empty SDXL
-        negative prompt gives zeros, as the WebUIs do."""
+        negative prompt gives zeros, as the WebUIs do. emphasis=True reads A1111's `(word:1.2)`,
+        `[word]`, escapes and BREAK (standalone generation; training captions stay plain text)."""
         cond = self.text_conditioner(kohya_layout)
         if self.arch == "sd15":
-            return Conditioning(cond(list(prompts)))
+            return Conditioning(cond(list(prompts), emphasis=emphasis))
         from .conditioning import sdxl_size_vector
 
-        text = cond(list(prompts), negative=is_negative)
+        text = cond(list(prompts), negative=is_negative, emphasis=emphasis)
         hw = (height, width)
         y = sdxl_size_vector(text.pooled, original_size if original_size is not None else hw, crop,
                              target_size if target_size is not None else hw)

@@ -11,6 +11,9 @@ The number of chunks k is the fewest the longest caption of a batch needs, up to
 `kohya_layout=True` instead reproduces kohya's tensor exactly: always max_chunks chunks, and the
 inner BOS/EOS states dropped (n*75+2 tokens: 77 / 152 / 227).
 
+Prompt emphasis (`(word:1.2)`, BREAK) is read only when a caller asks (`emphasis=True`, standalone
+generation): see prompt_weights.py. Without it, text is tokenized as it is, as kohya trains.
+
 Nothing here disables autograd: text-encoder LoRA training backpropagates through it.
 """
 
@@ -22,7 +25,11 @@ from typing import NamedTuple
 import torch
 
 from lora_trainer.models.clip_text import ClipTextModel
-from lora_trainer.models.unet import timestep_embedding
+from lora_trainer.models.prompt_weights import (
+    emphasize,
+    weighted_chunk_batch,
+    weighted_tokens,
+)
 from lora_trainer.models.tokenizer import (
     BIGG_PAD_ID,
     CLIP_L_PAD_ID,
@@ -30,6 +37,7 @@ from lora_trainer.models.tokenizer import (
     ClipTokenizer,
     chunk_batch,
 )
+from lora_trainer.models.unet import timestep_embedding
 
 SIZE_EMBED_DIM = 256  # sgm ConcatTimestepEmbedderND(outdim=256), per scalar
 SDXL_POOLED_DIM = 1280
@@ -86,17 +94,30 @@ class SD15TextConditioner:
         k = self.max_chunks if self.kohya_layout else None
         return chunk_batch([self.tokenizer.encode(t) for t in texts], CLIP_L_PAD_ID, self.max_chunks, k)
 
-    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, k, 77) ids -> context (B, 77k, 768) (or kohya's 75k+2 tokens)."""
+    def tokenize_weighted(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts with A1111 emphasis -> ids (B, k, 77) and token weights (B, k, 77)."""
+        k = self.max_chunks if self.kohya_layout else None
+        chunks = [weighted_tokens(t, self.tokenizer.encode) for t in texts]
+        return weighted_chunk_batch(chunks, CLIP_L_PAD_ID, self.max_chunks, k)
+
+    def encode_ids(self, ids: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, k, 77) ids -> context (B, 77k, 768) (or kohya's 75k+2 tokens); weights (B, k, 77)
+        apply A1111's emphasis to each chunk."""
         B, k, T = ids.shape
         out = _encode_chunks(self.clip_l, ids)
         if self.clip_skip == 1:
             h = out.last_hidden_state
         else:
             h = self.clip_l.text_model.final_layer_norm(out.hidden_states[-self.clip_skip])
-        return join_chunks(h.reshape(B, k, T, -1), self.kohya_layout)
+        h = h.reshape(B, k, T, -1)
+        if weights is not None:
+            h = emphasize(h, weights)
+        return join_chunks(h, self.kohya_layout)
 
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+    def __call__(self, texts: Sequence[str], emphasis: bool = False) -> torch.Tensor:
+        """emphasis=True reads `(word:1.2)`, `[word]` and BREAK as A1111 does (generation only)."""
+        if emphasis:
+            return self.encode_ids(*self.tokenize_weighted(texts))
         return self.encode_ids(self.tokenize(texts))
 
 
@@ -139,23 +160,36 @@ class SDXLTextConditioner:
         ids_g = chunk_batch(tokens, BIGG_PAD_ID, self.max_chunks, ids_l.shape[1])
         return ids_l, ids_g
 
-    def encode_ids(self, ids_l: torch.Tensor, ids_g: torch.Tensor) -> SDXLText:
+    def tokenize_weighted(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """texts with A1111 emphasis -> (ids_l, ids_g, weights), each (B, k, 77)."""
+        chunks = [weighted_tokens(t, self.tokenizer.encode) for t in texts]
+        k = self.max_chunks if self.kohya_layout else None
+        ids_l, weights = weighted_chunk_batch(chunks, CLIP_L_PAD_ID, self.max_chunks, k)
+        ids_g, _ = weighted_chunk_batch(chunks, BIGG_PAD_ID, self.max_chunks, ids_l.shape[1])
+        return ids_l, ids_g, weights
+
+    def encode_ids(self, ids_l: torch.Tensor, ids_g: torch.Tensor, weights: torch.Tensor | None = None) -> SDXLText:
+        """weights (B, k, 77): A1111's emphasis, applied to each encoder's states on its own (each of
+        A1111's SDXL embedders rescales its own mean); the pooled vector is never weighted."""
         B, k, T = ids_l.shape
         # 1. CLIP-L: penultimate layer, no final LN
-        h_l = _encode_chunks(self.clip_l, ids_l).hidden_states[-2]
+        h_l = _encode_chunks(self.clip_l, ids_l).hidden_states[-2].reshape(B, k, T, -1)
         # 2. bigG: penultimate layer, no final LN; pooled = projected final-LN EOS state
         out_g = _encode_chunks(self.clip_bigg, ids_g)
-        h_g = out_g.hidden_states[-2]
+        h_g = out_g.hidden_states[-2].reshape(B, k, T, -1)
         pooled = out_g.projected.reshape(B, k, -1)[:, 0]
+        if weights is not None:
+            h_l, h_g = emphasize(h_l, weights), emphasize(h_g, weights)
         # 3. channels side by side: 768 + 1280 = 2048
         h = torch.cat([h_l.to(h_g.device), h_g], dim=-1)
-        return SDXLText(join_chunks(h.reshape(B, k, T, -1), self.kohya_layout), pooled)
+        return SDXLText(join_chunks(h, self.kohya_layout), pooled)
 
-    def __call__(self, texts: Sequence[str], negative: bool = False) -> SDXLText:
+    def __call__(self, texts: Sequence[str], negative: bool = False, emphasis: bool = False) -> SDXLText:
         """negative=True: when every text is "", context and pooled are zeros, as A1111/Forge do for an
         empty SDXL negative prompt (sgm force_zero_embeddings). Training captions, including dropped
-        (empty) ones, are encoded normally, as kohya does."""
-        cond = self.encode_ids(*self.tokenize(texts))
+        (empty) ones, are encoded normally, as kohya does. emphasis=True reads `(word:1.2)`, `[word]`
+        and BREAK as A1111 does (generation only)."""
+        cond = self.encode_ids(*(self.tokenize_weighted(texts) if emphasis else self.tokenize(texts)))
         if negative and all(t == "" for t in texts):
             return SDXLText(torch.zeros_like(cond.context), torch.zeros_like(cond.pooled))
         return cond

@@ -303,7 +303,9 @@ def _apply_loras(bundle: ModelBundle, loras: Sequence[tuple[str, float]]):
 
     if not loras:
         return contextlib.nullcontext()
-    from ..network.io import apply_loras  # models/ stays importable without network/ until LoRAs are asked for
+    from ..network.io import (
+        apply_loras,  # models/ stays importable without network/ until LoRAs are asked for
+    )
 
     return apply_loras(bundle, list(loras), mode="hooks")
 
@@ -322,10 +324,12 @@ def generate(
     loras: Sequence[tuple[str, float]] = (),
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    emphasis: bool = False,
 ) -> Image.Image:
     """One txt2img image, reproducible for a seed; see `generate_latents` for the steps."""
     latents = generate_latents(
-        bundle, prompt, negative, seed, steps, cfg, width, height, sampler, scheduler, loras, progress, cancel
+        bundle, prompt, negative, seed, steps, cfg, width, height, sampler, scheduler, loras, progress, cancel,
+        emphasis=emphasis,
     )
     return latents_to_pil(bundle, latents)
 
@@ -344,8 +348,12 @@ def generate_latents(
     loras: Sequence[tuple[str, float]] = (),
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    emphasis: bool = False,
 ) -> torch.Tensor:
-    """The denoised latents (1, C, H/8, W/8) of one txt2img generation."""
+    """The denoised latents (1, C, H/8, W/8) of one txt2img generation.
+
+    emphasis=True reads A1111's `(word:1.2)`, `[word]`, escapes and BREAK in both prompts
+    (models/prompt_weights.py); False reads them as plain text."""
     _check_size(width, height, 8 * 2 ** (len(bundle.unet.config.channel_mult) - 1))
     if steps < 1:
         raise StudioError(f"Steps must be at least 1, got {steps}.", "Use 20 or more steps for real images.")
@@ -354,11 +362,11 @@ def generate_latents(
 
     # 1. conditioning: cond and uncond at this image's size (SDXL's size embedding)
     with _apply_loras(bundle, loras):
-        cond = bundle.unet_kwargs(bundle.encode_prompts([prompt], width=width, height=height))
+        cond = bundle.unet_kwargs(bundle.encode_prompts([prompt], width=width, height=height, emphasis=emphasis))
         uncond = None
         if cfg != 1.0:
             uncond = bundle.unet_kwargs(
-                bundle.encode_prompts([negative], width=width, height=height, is_negative=True)
+                bundle.encode_prompts([negative], width=width, height=height, is_negative=True, emphasis=emphasis)
             )
 
         # 2. initial noise from a CPU generator, so the seed means the same on every device
