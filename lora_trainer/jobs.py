@@ -14,10 +14,11 @@ import itertools
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import Cancelled, StudioError
 from .progress import CancelToken, ProgressEvent

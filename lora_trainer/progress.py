@@ -8,8 +8,9 @@ events to the UI, the CLI prints them as a progress bar, tests collect them in a
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Union
 
 from .errors import Cancelled
 

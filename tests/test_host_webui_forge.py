@@ -14,33 +14,17 @@ import importlib.machinery
 import sys
 import threading
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
 from lora_trainer.errors import StudioError
+from tests import test_host_webui as a1111_tests
 
-FAKE_WEBUI = Path(__file__).resolve().parent / "fake_webui"
-FAKES = ("modules", "networks", "fake_models", "backend")
-
-
-@pytest.fixture
-def webui(tmp_path, monkeypatch):
-    """The fake WebUI on sys.path with fresh modules (as in test_host_webui.py)."""
-
-    def purge():
-        return {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] in FAKES}
-
-    saved = purge()
-    monkeypatch.syspath_prepend(str(FAKE_WEBUI))
-    import fake_models
-    from modules import shared
-
-    shared.cmd_opts.lora_dir = str(tmp_path / "models" / "Lora")
-    yield types.SimpleNamespace(shared=shared, models=fake_models)
-    purge()
-    sys.modules.update(saved)
+# The fake WebUI on sys.path with fresh modules, and a host on it, as in test_host_webui.py (a
+# fixture bound to a module's name is a fixture of that module too).
+webui = a1111_tests.webui
+host = a1111_tests.host
 
 
 class FakeInitialModel:
@@ -125,12 +109,6 @@ def in_worker(fn):
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def host():
-    from lora_trainer.host.webui import WebUIHost
-
-    return WebUIHost(device="cpu")
 
 
 def test_checkpoint_loads_on_the_main_thread_before_the_first_generation(webui, forge):

@@ -13,11 +13,11 @@ import gradio as gr
 import pytest
 
 from lora_trainer.jobs import JobStatus
-from lora_trainer.project import create_project
 from lora_trainer.progress import ProgressEvent
+from lora_trainer.project import create_project
 from lora_trainer.ui.app import build_tab
 from lora_trainer.ui.context import StudioContext
-from lora_trainer.ui.job_panel import panel_state, progress_html
+from lora_trainer.ui.job_panel import progress_html
 from tests.ui_driver import component, handlers, is_update, trigger
 
 pytestmark = pytest.mark.gradio3

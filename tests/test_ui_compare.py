@@ -24,7 +24,11 @@ from lora_trainer.jobs import JobStatus
 from lora_trainer.models.demo import write_demo_checkpoint
 from lora_trainer.project import create_project, open_project
 from lora_trainer.ui.app import build_tab
-from lora_trainer.ui.compare import CompareTab, auto_compare_enabled, start_compare_for_project
+from lora_trainer.ui.compare import (
+    CompareTab,
+    auto_compare_enabled,
+    start_compare_for_project,
+)
 from lora_trainer.ui.context import STANDALONE_HOST_KEY, StudioContext
 from tests.test_host_standalone import write_epoch_loras
 from tests.ui_driver import component, handlers, is_update, trigger

@@ -79,6 +79,7 @@ def run(args) -> int:
     image = generate(
         bundle, params.prompt, params.negative, params.seed, params.steps, params.cfg,
         params.width, params.height, params.sampler, params.scheduler, loras, progress=ConsoleProgress(),
+        emphasis=True,  # (word:1.2) as the WebUI reads it, like every standalone generation
     )
     save_png(image, args.out, params.infotext())
     print(f"wrote {args.out}\n{params.infotext()}")

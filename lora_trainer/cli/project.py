@@ -15,9 +15,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..dataset.images import IMAGE_EXTS
     from ..errors import StudioError
     from ..project import create_project, list_projects, open_project
-    from ..dataset.images import IMAGE_EXTS
     from ._common import root_of
 
     root = root_of(args)

@@ -17,9 +17,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ._common import root_of
     from ..ui.context import StudioContext
     from ..ui.standalone import serve
+    from ._common import root_of
 
     ctx = StudioContext.for_root(root_of(args), remote=args.listen and not args.insecure)
     serve(ctx, port=args.port, listen=args.listen)

@@ -68,7 +68,7 @@ class StudioContext:
         host_folders: tuple[Path, ...] = (),
         remote: bool = False,
         **kwargs: Any,
-    ) -> "StudioContext":
+    ) -> StudioContext:
         """A context for `root`; standalone, the settings come from `<root>/studio-settings.toml`."""
         root = Path(root).absolute()
         root.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from lora_trainer.train.config import DatasetFolder, TrainConfig
-from tests.browser.gen_settings_table import README, readme_table, settings_rows, settings_table
+from tests.browser.gen_settings_table import (
+    README,
+    readme_table,
+    settings_rows,
+    settings_table,
+)
 
 
 def test_every_setting_has_a_row_with_its_reason():

@@ -17,15 +17,13 @@ txt2img without the LoRA gives the same image as before training.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.webui_steps import run_driver
+
 WEBUI = os.environ.get("LORA_STUDIO_WEBUI_DIR")
 
 pytestmark = pytest.mark.skipif(not WEBUI or not Path(WEBUI, "modules", "shared.py").is_file(),
@@ -35,23 +33,4 @@ pytestmark = pytest.mark.skipif(not WEBUI or not Path(WEBUI, "modules", "shared.
 def test_train_on_the_loaded_model(tmp_path):
     webui = Path(WEBUI)
     python = os.environ.get("LORA_STUDIO_WEBUI_PYTHON") or str(webui / "venv" / "bin" / "python")
-    link = webui / "extensions" / "lora-studio"
-    link.parent.mkdir(exist_ok=True)
-    made = not link.exists()
-    if made:
-        link.symlink_to(REPO, target_is_directory=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    try:
-        proc = subprocess.run([python, str(Path(__file__).with_name("webui_a1111_driver.py")), str(tmp_path / "studio")],
-                              cwd=webui, env=env, capture_output=True, text=True, timeout=3000)
-    finally:
-        if made:
-            link.unlink()
-    marker = "LORA_STUDIO_STEP "  # progress bars may precede it on the same line
-    steps = [json.loads(line[line.index(marker) + len(marker):]) for line in proc.stdout.splitlines() if marker in line]
-    for s in steps:
-        info = {k: v for k, v in s.items() if k not in ("step", "ok", "seconds", "trace", "prompts", "names", "card", "seen")}
-        print(f"{s['step']}: {'ok' if s['ok'] else 'FAILED'} in {s.get('seconds')} s {json.dumps(info, default=str)[:300]}")
-    done = [s["step"] for s in steps if s["ok"]]
-    failed = [s for s in steps if not s["ok"]]
-    assert not failed and done[-1:] == ["txt2img_after"], (done, failed, proc.stderr[-3000:])
+    run_driver(webui, python, "webui_a1111_driver.py", tmp_path / "studio")

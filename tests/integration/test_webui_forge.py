@@ -37,14 +37,13 @@ checkpoint) 5-28 s, training 4 steps at 256 px 21-41 s, grid of 6 cells 17-37 s)
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.webui_steps import run_driver
+
 FORGE = os.environ.get("LORA_STUDIO_FORGE_DIR")
 
 pytestmark = pytest.mark.skipif(not FORGE or not Path(FORGE, "modules_forge", "main_thread.py").is_file(),
@@ -54,23 +53,4 @@ pytestmark = pytest.mark.skipif(not FORGE or not Path(FORGE, "modules_forge", "m
 def test_train_on_the_loaded_model(tmp_path):
     forge = Path(FORGE)
     python = os.environ.get("LORA_STUDIO_FORGE_PYTHON") or str(forge / "venv" / "bin" / "python")
-    link = forge / "extensions" / "lora-studio"
-    link.parent.mkdir(exist_ok=True)
-    made = not link.exists()
-    if made:
-        link.symlink_to(REPO, target_is_directory=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    try:
-        proc = subprocess.run([python, str(Path(__file__).with_name("webui_forge_driver.py")), str(tmp_path / "studio")],
-                              cwd=forge, env=env, capture_output=True, text=True, timeout=3000, check=False)
-    finally:
-        if made:
-            link.unlink()
-    marker = "LORA_STUDIO_STEP "  # progress bars may precede it on the same line
-    steps = [json.loads(line[line.index(marker) + len(marker):]) for line in proc.stdout.splitlines() if marker in line]
-    for s in steps:
-        info = {k: v for k, v in s.items() if k not in ("step", "ok", "seconds", "trace", "prompts", "names", "card", "seen")}
-        print(f"{s['step']}: {'ok' if s['ok'] else 'FAILED'} in {s.get('seconds')} s {json.dumps(info, default=str)[:300]}")
-    done = [s["step"] for s in steps if s["ok"]]
-    failed = [s for s in steps if not s["ok"]]
-    assert not failed and done[-1:] == ["txt2img_after"], (done, failed, proc.stderr[-3000:])
+    run_driver(forge, python, "webui_forge_driver.py", tmp_path / "studio")
