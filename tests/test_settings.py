@@ -256,3 +256,8 @@ def test_entry_script_builds_the_tab(fake_webui, tmp_path):
     blocks, title, elem_id = tabs[0]
     assert isinstance(blocks, gr.Blocks) and (title, elem_id) == ("LoRA Studio", "lora_studio")
     assert (tmp_path / "studio").is_dir()
+    # Compare's "Send to txt2img" is the WebUI's own button, registered for its paste wiring
+    from modules import infotext_utils
+
+    (binding,) = infotext_utils.registered_param_bindings
+    assert binding.tabname == "txt2img" and binding.source_text_component.elem_id == "lora_studio_compare_cell_params"

@@ -545,7 +545,10 @@ def add_send_to_txt2img(source_text: Any) -> Any:
     try:
         from modules import infotext_utils as paste
     except ImportError:
-        from modules import generation_parameters_copypaste as paste
+        try:
+            from modules import generation_parameters_copypaste as paste
+        except ImportError:  # a WebUI without either: no button; the parameters can still be copied
+            return None
 
     button = paste.create_buttons(["txt2img"])["txt2img"]
     paste.register_paste_params_button(paste.ParamBinding(paste_button=button, tabname="txt2img",
