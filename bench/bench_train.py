@@ -22,11 +22,18 @@ sampled every 2 ms (glibc is told to return freed tensors to the system at once,
 tracks live memory).
 
 Measured on the 2-core CPU dev machine (fp32, 256 px, shared with other jobs, so +-15%):
-SD1.5 ours/diffusers step time 1.03-1.18 at batch 2, SDXL 1.03-1.05; memory equal without
-checkpointing. The gap is our UNet's SpatialTransformer feeding proj_out a channels-last view
-(`x.transpose(1, 2).reshape(b, -1, h, w)` without `.contiguous()`): mkldnn then copies in forward
-and backward (aten::copy_ 1.46 s vs 0.06 s per SD1.5 batch-2 step). With `.contiguous()` there,
-UNet forward+backward is 0.93x diffusers' and the LoRA step 0.98x. No GPU numbers yet.
+SD1.5 ours/diffusers step time 1.03-1.13 at batch 1-2 before the LoRA scale fold and the
+checkpointing policy below, 0.89 (ckpt off) and 0.99 (ckpt on) at batch 1 after, memory 0.92-1.03;
+with one thread at 128 px (CPU time, 4 alternating steps) 0.90. The 0.8x target is out of reach on
+this CPU: a torch.profiler step shows 94% of the time in convolution and GEMM kernels (slow_conv2d
+and mkldnn convs, mm, addmm, SDPA) that both loops run with the same shapes and call counts (1152
+mm, 88 addmm, 162 convs each); everything else (norms, SiLU, adds, copies, the LoRA scale, the
+optimizer) is the remaining 6%. channels_last activations did not help here (same kernel choice,
+NHWC 3x3 convs 0-40% slower in a micro-benchmark). What is ours: the LoRA scale multiplies the
+(out, dim) up weight, not the layer's output (no full-size pass in forward or backward, and no
+float(alpha) GPU sync per layer), and checkpointing skips blocks whose activations are small or
+already stored (conv_in, Downsamples, SD1.5's attention-free 4x4 level: 4 MB, 0.45 s of recompute
+at 256 px batch 1). No GPU numbers yet; the sync removal and the saved passes matter more there.
 """
 
 from __future__ import annotations

@@ -94,7 +94,9 @@ class LoRAModule(nn.Module):
         h = self.lora_down(x)
         if self.training and self.dropout:
             h = F.dropout(h, p=self.dropout)
-        scale = self.scale
+        # A 0-dim tensor on the weights' device: `self.scale` (float(alpha)) would make CUDA wait for
+        # the GPU at every LoRA layer of every forward.
+        scale = self.alpha * (self.multiplier / self.dim)
         if self.training and self.rank_dropout:
             # One Bernoulli keep-mask per (sample, rank); the surviving ranks stand in for all of them.
             keep = torch.rand((h.shape[0], self.dim), device=h.device) > self.rank_dropout
@@ -104,7 +106,10 @@ class LoRAModule(nn.Module):
                 keep = keep[:, :, None, None]
             h = h * keep.to(h.dtype)
             scale = scale / (1.0 - self.rank_dropout)
-        return self.lora_up(h) * (self.multiplier * scale)
+        # The scale goes on the (out, dim) up weight, not on the (B, T, out) delta: a tiny multiply
+        # instead of a full pass over the layer's output in forward and another in backward.
+        up = self.lora_up.weight * scale
+        return F.conv2d(h, up) if self.is_conv else F.linear(h, up)
 
     @torch.no_grad()
     def delta_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
