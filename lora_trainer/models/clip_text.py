@@ -135,13 +135,23 @@ class ClipEncoderLayer(nn.Module):
         return x
 
 
+def _embedding(rows: int, width: int) -> nn.Embedding:
+    """nn.Embedding with its usual N(0, 1) initialisation, except on the meta device (a checkpoint
+    being loaded), where there is nothing to initialise: `init.normal_` on a meta tensor runs
+    through torch's reference ops, whose first use imports them (about 2 s of every model load)."""
+    weight = torch.empty(rows, width)
+    if not weight.is_meta:
+        nn.init.normal_(weight)
+    return nn.Embedding(rows, width, _weight=weight)
+
+
 class ClipEmbeddings(nn.Module):
     def __init__(self, cfg: ClipTextConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.token_embedding = _embedding(cfg.vocab_size, cfg.width)
         # No position_ids buffer: some SD1.5 files store a (sometimes float, corrupted) copy of it,
         # and positions are just 0..T-1. Loaders drop that key (see clip_l_from_checkpoint).
-        self.position_embedding = nn.Embedding(cfg.max_positions, cfg.width)
+        self.position_embedding = _embedding(cfg.max_positions, cfg.width)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         T = input_ids.shape[1]
