@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lora_trainer.errors import StudioError
-from lora_trainer.models.clip_text import ClipTextConfig, ClipTextModel
+from lora_trainer.models.clip_text import ClipTextConfig
 from lora_trainer.models.conditioning import SD15TextConditioner, SDXLTextConditioner
 from lora_trainer.models.prompt_weights import (
     BREAK_PIECE,
@@ -23,6 +23,7 @@ from lora_trainer.models.tokenizer import (
     EOS_ID,
     ClipTokenizer,
 )
+from tests import test_models_conditioning as conditioning_tests
 
 # ---- the parser ------------------------------------------------------------------------------------
 
@@ -113,18 +114,9 @@ def test_emphasize_scales_rows_and_keeps_the_chunk_mean():
 # ---- conditioners ----------------------------------------------------------------------------------
 
 
-def random_model(cfg: ClipTextConfig, seed: int) -> ClipTextModel:
-    torch.manual_seed(seed)
-    model = ClipTextModel(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> ClipTokenizer:
-    return ClipTokenizer()
+# The tokenizer fixture and the random text encoders of the conditioning tests.
+random_model = conditioning_tests.random_model
+tokenizer = conditioning_tests.tokenizer
 
 
 @pytest.fixture(scope="module")
