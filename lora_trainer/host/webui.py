@@ -529,7 +529,29 @@ class _Borrow:
 
     @contextlib.contextmanager
     def lent(self) -> Iterator[ModelBundle]:
-        raise NotImplementedError
+        """The bundle for one training: refused with a sentence when the model can not be trained,
+        the WebUI's state readied (`prepare`), VRAM checked, and on every exit `give_back`."""
+        self.refuse()
+        in_use = self.prepare()
+        self.host.check_vram(self.arch, in_use)
+        self.bundle = self.build()
+        self.park_after_caching()
+        try:
+            yield self.bundle
+        finally:
+            self.remove_hooks()
+            self.bundle = None
+            self.give_back()
+
+    def refuse(self) -> None:
+        """Raise a StudioError when the loaded model can not be trained."""
+
+    def prepare(self) -> int:
+        """Ready the WebUI's model for lending; returns the bytes of it already on the training device."""
+        return 0
+
+    def give_back(self) -> None:
+        """After the lending, on every exit path."""
 
     def park_after_caching(self) -> None:
         """Park the VAE at the first training step (a UNet forward with grad on), when the run
@@ -614,9 +636,7 @@ class _A1111Borrow(_Borrow):
             if any(t.device != device for t in part.module.state_dict().values()):
                 part.module.to(device)
 
-    @contextlib.contextmanager
-    def lent(self) -> Iterator[ModelBundle]:
-        self.refuse()
+    def prepare(self) -> int:
         W.a1111_unmerge(self.modules)
         networks = W.lora_extension()
         if networks is not None and getattr(networks, "loaded_networks", None):
@@ -624,15 +644,10 @@ class _A1111Borrow(_Borrow):
         W.drop_hypernetworks()
         if W.medvram_active(self.sd_model):
             self.ensure_on_device()
-        self.host.check_vram(self.arch, tensors_on(self.modules, self.host.device()))
-        self.bundle = self.build()
-        self.park_after_caching()
-        try:
-            yield self.bundle
-        finally:
-            self.remove_hooks()
-            self.bundle = None
-            W.torch_gc()
+        return tensors_on(self.modules, self.host.device())
+
+    def give_back(self) -> None:
+        W.torch_gc()
 
     def _move_vae(self, device) -> None:
         self.vae_part().module.to(device)
@@ -693,20 +708,13 @@ class _ForgeBorrow(_Borrow):
                 out.update(hf_to_open_clip(hf, cfg, ckpt.SDXL_TE2_PREFIX))
         return out
 
-    @contextlib.contextmanager
-    def lent(self) -> Iterator[ModelBundle]:
-        self.refuse()
+    def prepare(self) -> int:
+        W.forge_unload_all()  # Forge's own copy leaves the GPU; ours are clones
+        return 0
+
+    def give_back(self) -> None:
+        W.forge_forget_loras(self.sd_model)
         W.forge_unload_all()
-        self.host.check_vram(self.arch, 0)
-        self.bundle = self.build()
-        self.park_after_caching()
-        try:
-            yield self.bundle
-        finally:
-            self.remove_hooks()
-            self.bundle = None
-            W.forge_forget_loras(self.sd_model)
-            W.forge_unload_all()
 
     def _move_vae(self, device) -> None:
         self.bundle.vae.to(device)  # our own clone: Forge's VAE is untouched
