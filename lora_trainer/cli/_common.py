@@ -38,3 +38,21 @@ def project_of(args, create_if_missing: bool = False):
     project = create_project(root, args.project)
     print(f"Created project {project.name!r} in {project.root}.")
     return project
+
+
+def add_caption_writing_arguments(parser, batch_help: str) -> None:
+    """--mode and --batch of the commands that write caption files (tag, caption)."""
+    parser.add_argument("--mode", choices=["overwrite", "append", "skip"], default="overwrite",
+                        help="existing captions")
+    parser.add_argument("--batch", type=int, default=8, help=f"{batch_help} (default 8)")
+
+
+def print_caption_writes(verb: str, images: int, write, failed) -> None:
+    """What a tagging or captioning run wrote (a CaptionWriteResult), what it could not read, and
+    where the previous captions went."""
+    print(f"{verb} {images} images: {write.written} caption files written, {write.unchanged} unchanged, "
+          f"{write.skipped} skipped.")
+    if failed:
+        print(f"Could not read {len(failed)} images: {', '.join(failed[:10])}")
+    if write.trash_batch:
+        print(f"Previous captions kept in the trash, batch {write.trash_batch}.")

@@ -7,7 +7,7 @@ HELP = "caption a project's photos with CoCa (open_clip): short sentences, for r
 
 
 def add_arguments(parser) -> None:
-    from ._common import add_project_arguments
+    from ._common import add_caption_writing_arguments, add_project_arguments
 
 
     add_project_arguments(parser)
@@ -40,22 +40,14 @@ def add_arguments(parser) -> None:
         default=6,
         help="beam search width (default 6, in 3 groups)",
     )
-    parser.add_argument(
-        "--mode",
-        choices=["overwrite", "append", "skip"],
-        default="overwrite",
-        help="existing captions",
-    )
-    parser.add_argument(
-        "--batch", type=int, default=8, help="images per batch (default 8)"
-    )
+    add_caption_writing_arguments(parser, "images per batch")
 
 
 def run(args) -> int:
     from pathlib import Path
 
     from ..dataset.captioner import CocaSettings, caption_dataset, load_coca_captioner
-    from ._common import project_of
+    from ._common import print_caption_writes, project_of
     from ._console import ConsoleProgress
 
     project = project_of(args)
@@ -79,16 +71,7 @@ def run(args) -> int:
         args.batch,
         progress=progress,
     )
-    w = result.write
-    print(
-        f"Captioned {len(result.captions)} images: {w.written} caption files written, {w.unchanged} unchanged, {w.skipped} skipped."
-    )
-    if result.failed:
-        print(
-            f"Could not read {len(result.failed)} images: {', '.join(result.failed[:10])}"
-        )
-    if w.trash_batch:
-        print(f"Previous captions kept in the trash, batch {w.trash_batch}.")
+    print_caption_writes("Captioned", len(result.captions), result.write, result.failed)
     for name, text in list(result.captions.items())[:10]:
         print(f"  {name}: {text}")
     return 0

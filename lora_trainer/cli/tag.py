@@ -11,7 +11,7 @@ def _comma_list(value: str) -> list[str]:
 
 
 def add_arguments(parser) -> None:
-    from ._common import add_project_arguments
+    from ._common import add_caption_writing_arguments, add_project_arguments
 
 
     add_project_arguments(parser)
@@ -60,15 +60,7 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="write \\( \\) for WebUI prompts (not for training)",
     )
-    parser.add_argument(
-        "--mode",
-        choices=["overwrite", "append", "skip"],
-        default="overwrite",
-        help="existing captions",
-    )
-    parser.add_argument(
-        "--batch", type=int, default=8, help="images per inference batch (default 8)"
-    )
+    add_caption_writing_arguments(parser, "images per inference batch")
     parser.add_argument(
         "--top",
         type=int,
@@ -81,7 +73,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..dataset.tagger import TagSettings, tag_dataset
-    from ._common import project_of
+    from ._common import print_caption_writes, project_of
     from ._console import ConsoleProgress
 
     project = project_of(args)
@@ -105,16 +97,7 @@ def run(args) -> int:
         models_dir,
         progress=ConsoleProgress(),
     )
-    w = result.write
-    print(
-        f"Tagged {len(result.tags)} images: {w.written} caption files written, {w.unchanged} unchanged, {w.skipped} skipped."
-    )
-    if result.failed:
-        print(
-            f"Could not read {len(result.failed)} images: {', '.join(result.failed[:10])}"
-        )
-    if w.trash_batch:
-        print(f"Previous captions kept in the trash, batch {w.trash_batch}.")
+    print_caption_writes("Tagged", len(result.tags), result.write, result.failed)
     print(f"Top {args.top} tags in the dataset:")
     for tag, n in result.top_tags.most_common(args.top):
         print(f"  {tag} ({n})")
