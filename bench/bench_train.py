@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_unet import diffusers_twin
+from bench_unet import diffusers_twin, timed
 
 from lora_trainer.models.bundle import ModelBundle
 from lora_trainer.models.schedule import NoiseSchedule
@@ -254,16 +254,6 @@ def build(arch: str, device: torch.device, dtype: torch.dtype):
     vae = AutoencoderKL(VAEConfig.sd15() if arch == "sd15" else VAEConfig.sdxl()).to(device=device, dtype=dtype).eval().requires_grad_(False)
     print(f"{arch}: built the UNet (shared by both loops) and the VAE in {time.perf_counter() - t0:.1f} s", flush=True)
     return cfg, unet, ref, vae
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def bench_setting(arch, parts, device, autocast_dtype, batch_size, px, ckpt, cached, iters) -> dict:

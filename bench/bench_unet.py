@@ -33,6 +33,17 @@ NATIVE_LATENT = {"sd15": 64, "sdxl": 128}
 CPU_LATENT = 32
 
 
+def timed(fn, device: torch.device) -> float:
+    """Seconds one call of fn takes, with CUDA's queue drained before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def diffusers_twin(cfg: UNetConfig, ours: UNet):
     """diffusers' UNet holding our tensors (no copy)."""
     from diffusers import UNet2DConditionModel
@@ -93,14 +104,6 @@ def bench_arch(arch: str, device: torch.device, dtype: torch.dtype, latent: int,
     def run_ref():
         return ref(x, t, encoder_hidden_states=ctx, **ref_kw).sample
 
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) * 1000.0
 
     with torch.inference_mode():
         # Warm-up: kernel selection, allocator growth, lazy inits.
@@ -108,8 +111,8 @@ def bench_arch(arch: str, device: torch.device, dtype: torch.dtype, latent: int,
         diff = (a.float() - b.float()).abs().max().item()
         times_ours, times_ref = [], []
         for _ in range(iters):
-            times_ours.append(timed(run_ours))
-            times_ref.append(timed(run_ref))
+            times_ours.append(timed(run_ours, device) * 1000.0)  # ms
+            times_ref.append(timed(run_ref, device) * 1000.0)
     ms_ours, ms_ref = statistics.median(times_ours), statistics.median(times_ref)
     print(
         f"{arch}: batch {batch}, latent {latent}x{latent} ({latent * 8}px), {dtype}, {device.type}: "
