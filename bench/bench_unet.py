@@ -49,27 +49,9 @@ def diffusers_twin(cfg: UNetConfig, ours: UNet):
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    has_attn = [d > 0 for d in cfg.transformer_depth]
-    if cfg.num_heads is not None:
-        heads: int | list[int] = cfg.num_heads
-    else:
-        heads = [max(1, cfg.model_channels * m // cfg.num_head_channels) for m in cfg.channel_mult]
-    kwargs = {
-        "down_block_types": tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in has_attn),
-        "up_block_types": tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(has_attn)),
-        "block_out_channels": tuple(cfg.model_channels * m for m in cfg.channel_mult),
-        "layers_per_block": cfg.num_res_blocks,
-        "transformer_layers_per_block": [max(1, d) for d in cfg.transformer_depth],
-        "attention_head_dim": heads,
-        "cross_attention_dim": cfg.context_dim,
-        "use_linear_projection": cfg.use_linear_in_transformer,
-    }
-    if cfg.adm_in_channels is not None:
-        kwargs.update(
-            addition_embed_type="text_time",
-            addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=cfg.adm_in_channels,
-        )
+    from tests.test_models_unet import diffusers_kwargs  # the configuration the equivalence tests prove
+
+    kwargs = diffusers_kwargs(cfg)
     with torch.device("meta"):
         ref = UNet2DConditionModel(**kwargs)
     checkpoint = {"model.diffusion_model." + k: v for k, v in ours.state_dict().items()}
