@@ -38,11 +38,11 @@ class ClipTokenizer:
         from open_clip.tokenizer import SimpleTokenizer
 
         self._bpe = SimpleTokenizer()
-        if self._bpe.sot_token_id != BOS_ID or self._bpe.eot_token_id != EOS_ID:
-            raise RuntimeError(
-                f"open_clip's tokenizer has BOS/EOS {self._bpe.sot_token_id}/{self._bpe.eot_token_id}, "
-                f"expected {BOS_ID}/{EOS_ID}"
-            )
+        # The ids come from the vocabulary, which every open_clip has: `sot_token_id` and
+        # `eot_token_id` only arrived in open_clip 2.23, and AUTOMATIC1111 1.10 pins 2.20.
+        bos, eos = (self._bpe.encoder.get(t) for t in ("<start_of_text>", "<end_of_text>"))
+        if bos != BOS_ID or eos != EOS_ID:
+            raise RuntimeError(f"open_clip's tokenizer has BOS/EOS {bos}/{eos}, expected {BOS_ID}/{EOS_ID}")
 
     def encode(self, text: str) -> list[int]:
         """All BPE ids of `text` (no BOS/EOS, no truncation)."""
