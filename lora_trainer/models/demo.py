@@ -44,11 +44,9 @@ def _tiny_modules(arch: str) -> dict[str, torch.nn.Module]:
     raise StudioError(f"Unknown architecture {arch!r}.", "Use 'sd15' or 'sdxl'.")
 
 
-def demo_state_dict(arch: str = "sd15", seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
-    """The tensors of a tiny random checkpoint under real single-file keys; same seed, same tensors."""
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
-        torch.manual_seed(seed)
-        mods = _tiny_modules(arch)
+def checkpoint_state_dict(arch: str, mods: dict[str, torch.nn.Module], dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """Modules ("unet", "vae", "te" for SD1.5; "te1", "te2" for SDXL) -> single-file checkpoint
+    tensors under the real keys, floating tensors cast to `dtype`."""
     sd: dict[str, torch.Tensor] = {}
 
     def put(prefix: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -74,6 +72,14 @@ def demo_state_dict(arch: str = "sd15", seed: int = 0, dtype: torch.dtype = torc
         put("", hf_to_open_clip(te2.state_dict(), te2.config, ckpt.SDXL_TE2_PREFIX))
         sd[ckpt.SDXL_TE2_PREFIX + "logit_scale"] = torch.tensor(4.6052, dtype=dtype)
     return sd
+
+
+def demo_state_dict(arch: str = "sd15", seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """The tensors of a tiny random checkpoint under real single-file keys; same seed, same tensors."""
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
+        torch.manual_seed(seed)
+        mods = _tiny_modules(arch)
+    return checkpoint_state_dict(arch, mods, dtype)
 
 
 def write_demo_checkpoint(
