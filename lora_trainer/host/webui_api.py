@@ -184,13 +184,13 @@ def register_routes(app, context: Callable[[], StudioContext], credentials: dict
     from fastapi.security import HTTPBasic, HTTPBasicCredentials
     from pydantic import BaseModel
 
-    # A typo'd field is an error, not silently ignored. pydantic 2 (Forge, gradio 4) and 1 (A1111).
-    try:
-        from pydantic import ConfigDict
-
+    # A typo'd field is an error, not silently ignored. pydantic 2 (Forge, gradio 4) reads
+    # `model_config`; pydantic 1 (A1111) reads `class Config`. Ask the model class which it is:
+    # pydantic 1.10 exports a `ConfigDict` too (and ignores it as a class attribute).
+    if hasattr(BaseModel, "model_config"):
         class Strict(BaseModel):
-            model_config = ConfigDict(extra="forbid")
-    except ImportError:
+            model_config = {"extra": "forbid"}
+    else:
         class Strict(BaseModel):
             class Config:
                 extra = "forbid"
@@ -226,6 +226,7 @@ def register_routes(app, context: Callable[[], StudioContext], credentials: dict
                 return True
             raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
 
+        auth.__annotations__ = {"given": HTTPBasicCredentials, "return": bool}  # resolved, as below
         dependencies = [Depends(auth)]
 
     def answer(fn, *args, **kwargs):
@@ -262,7 +263,8 @@ def register_routes(app, context: Callable[[], StudioContext], credentials: dict
             raise HTTPException(status_code=404, detail=f"No job {job_id!r}.") from None
 
     # This module has `from __future__ import annotations`: FastAPI reads annotations to tell a
-    # JSON body from query parameters, and can not resolve these local classes from strings.
+    # JSON body from query parameters, and can not resolve these local classes from strings
+    # (FastAPI 0.94, A1111's, evaluates them in the module's globals and raises NameError).
     for endpoint, body in ((train, TrainBody), (tag, TagBody), (caption, CaptionBody), (grid, GridBody)):
         endpoint.__annotations__ = {"body": body}
     for endpoint in (job, cancel):
