@@ -5,8 +5,8 @@
   so a test can choose which tags fire by choosing the image colour.
 - `write_conv_tagger`: a mid-size random conv net at a realistic 448 px input, for benchmarks.
 - `write_tiny_open_clip`: a folder in the Hugging Face open_clip layout (open_clip_config.json +
-  open_clip_model.safetensors) holding a tiny random CLIP or CoCa, loadable by
-  `open_clip.create_model_and_transforms("local-dir:<folder>")` like a downloaded one.
+  open_clip_model.safetensors) holding a tiny random CLIP or CoCa, loadable like a downloaded one
+  (`lora_trainer.dataset.dedupe.load_open_clip(<folder>)`, on open_clip 2.20 as on 3.x).
 """
 
 from __future__ import annotations
@@ -253,6 +253,8 @@ def write_tiny_open_clip(
     import torch
     from safetensors.torch import save_file
 
+    from lora_trainer.dataset.dedupe import folder_model_name
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {
@@ -264,9 +266,7 @@ def write_tiny_open_clip(
     }
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=1))
     torch.manual_seed(seed)
-    model = open_clip.create_model(
-        f"local-dir:{folder}"
-    )  # no weights yet: random init of this config
+    model = open_clip.create_model(folder_model_name(folder))  # no weights yet: random init of this config
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
     return folder

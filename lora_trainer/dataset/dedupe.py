@@ -15,10 +15,13 @@ See reference/dataset-tools.md §4.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
+import pickle
 import re
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +135,92 @@ def _find_weights(
     return path
 
 
+# A preprocess_cfg field (a pretrained tag's or a folder's) -> its create_model_and_transforms keyword.
+# open_clip applies them itself for a tag name or a `local-dir:` folder, not for a weights file.
+_PREPROCESS_KWARGS = (
+    ("mean", "image_mean"),
+    ("std", "image_std"),
+    ("interpolation", "image_interpolation"),  # not in open_clip 2.20
+    ("resize_mode", "image_resize_mode"),  # open_clip >= 2.24
+)
+
+
+def _transform_kwargs(preprocess: dict, resize_mode: str | None) -> dict:
+    """Keywords for create_model_and_transforms from `preprocess` and the caller's resize_mode
+    (which wins), leaving out those this open_clip does not take (2.20 has only mean and std)."""
+    import open_clip
+
+    accepted = inspect.signature(open_clip.create_model_and_transforms).parameters
+    kwargs = {theirs: preprocess[ours] for ours, theirs in _PREPROCESS_KWARGS if ours in preprocess}
+    if resize_mode:
+        kwargs["image_resize_mode"] = resize_mode
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def _read_folder_config(folder: Path) -> dict:
+    """The folder's open_clip_config.json: {"model_cfg": {...}, "preprocess_cfg": {...}}."""
+    path = folder / "open_clip_config.json"
+    if not path.is_file():
+        raise StudioError(
+            f"The folder {folder} has no open_clip_config.json.",
+            "Download the whole model repository folder.",
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StudioError(f"{path} is not valid JSON ({e}).", "Download the file again.") from None
+    model_cfg = config.get("model_cfg", config) if isinstance(config, dict) else None
+    if not isinstance(model_cfg, dict) or not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise StudioError(
+            f"{path} holds no open_clip model config (embed_dim, vision_cfg and text_cfg under model_cfg).",
+            "Download the whole model repository folder.",
+        )
+    return config
+
+
+def folder_model_name(folder: Path) -> str:
+    """A name open_clip's `create_model` builds the model of an open_clip folder from.
+
+    Newer open_clip (3.x) reads `local-dir:<folder>` itself (config, preprocessing, weights). Older ones
+    (2.20, AUTOMATIC1111 1.10's pin) know only registered names: the folder's model_cfg is
+    registered with the public `open_clip.add_model_config`, from a file named after its content
+    (so two folders never clash) that it reads at once and that is then deleted. open_clip 2.20
+    builds a CoCa only when the name contains "coca", hence that prefix for a CoCa config.
+    """
+    import open_clip
+
+    config = _read_folder_config(folder)
+    name = f"local-dir:{folder}"
+    if open_clip.get_model_config(name) is not None:  # 3.x reads the folder; 2.20 answers None
+        return name
+    model_cfg = config.get("model_cfg", config)
+    digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:16]
+    name = f"{'coca_' if 'multimodal_cfg' in model_cfg else ''}lora-studio-{digest}"
+    if open_clip.get_model_config(name) is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.json"
+            path.write_text(json.dumps(model_cfg), encoding="utf-8")
+            open_clip.add_model_config(path)
+    return name
+
+
+def _open_clip_reads_safetensors() -> bool:
+    """Whether open_clip loads a .safetensors weights file itself. 2.20 (A1111 1.10's pin) reads
+    every file with torch.load; found by letting it read a one-tensor file."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.safetensors")
+        save_file({"probe": torch.zeros(1)}, path)
+        try:
+            open_clip.factory.load_state_dict(path)
+        except pickle.UnpicklingError:  # "invalid load key": torch.load on safetensors bytes
+            return False
+    return True
+
+
 def load_open_clip(
     model: str,
     pretrained: str | None = None,
@@ -151,27 +240,20 @@ def load_open_clip(
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    kwargs = {}
-    if (
-        resize_mode
-        and "image_resize_mode"
-        in inspect.signature(open_clip.create_model_and_transforms).parameters
-    ):
-        kwargs["image_resize_mode"] = resize_mode
     folder = Path(model.removeprefix("local-dir:"))
     if model.startswith("local-dir:") or folder.is_dir():
-        if not (folder / "open_clip_config.json").is_file():
-            raise StudioError(
-                f"The folder {folder} has no open_clip_config.json.",
-                "Download the whole model repository folder.",
-            )
+        config = _read_folder_config(folder)
         weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
         if not weights:
             raise StudioError(
                 f"The open_clip folder {folder} has no weights file.",
                 "Put open_clip_model.safetensors there.",
             )
-        name, checkpoint = f"local-dir:{folder}", None
+        name = folder_model_name(folder)
+        if name.startswith("local-dir:"):  # open_clip reads the folder's weights and preprocessing
+            checkpoint, kwargs = None, _transform_kwargs({}, resize_mode)
+        else:
+            checkpoint, kwargs = str(weights[0]), _transform_kwargs(config.get("preprocess_cfg", {}), resize_mode)
         key = f"{folder.name}-{weights[0].stat().st_size}"
     else:
         if open_clip.get_model_config(model) is None:
@@ -182,20 +264,20 @@ def load_open_clip(
         cache_dir = Path(models_dir) / "open_clip" if models_dir else None
         checkpoint = _find_weights(model, pretrained, cache_dir, progress)
         cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
-        for ours, theirs in (
-            ("image_mean", "mean"),
-            ("image_std", "std"),
-            ("image_interpolation", "interpolation"),
-        ):
-            if (
-                theirs in cfg
-            ):  # a file path skips open_clip's tag lookup, so pass the tag's preprocessing on
-                kwargs[ours] = cfg[theirs]
+        kwargs = _transform_kwargs(cfg, resize_mode)  # a file path skips open_clip's tag lookup
         name, key = model, f"{model}/{pretrained if cfg else Path(checkpoint).name}"
+    # open_clip 2.20 can not read a .safetensors file (the hub's format): we load its tensors.
+    ours = None
+    if checkpoint and checkpoint.endswith(".safetensors") and not _open_clip_reads_safetensors():
+        ours = checkpoint
     try:
         m, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=checkpoint, device=device, **kwargs
+            name, pretrained=None if ours else checkpoint, device=device, **kwargs
         )
+        if ours:  # what newer open_clip does with the file: its tensors, every key and shape checked
+            from safetensors.torch import load_file
+
+            m.load_state_dict(load_file(ours), strict=True)
     except (
         RuntimeError,
         ValueError,
