@@ -32,15 +32,19 @@ setup_main() {
 }
 
 setup_gradio3() {
-    # A1111 1.10's UI packages in their own environment; everything else (torch, open_clip, ...)
-    # comes from the main environment through a .pth file listed after this one's own packages.
+    # AUTOMATIC1111 1.10.1 as it installs, in an environment of its own: its pins (tests/envs/gradio3.txt)
+    # for every package we import, torch 2.1.2 and open_clip 2.20 included. The reference
+    # implementations (diffusers, peft) are not installed here: the tests that need them skip.
     [ -x "$VENV3/bin/python" ] || "$PYTHON" -m venv "$VENV3"
     if [ "$(cat "$VENV3/.studio-stamp" 2>/dev/null)" != "$(stamp)" ]; then
-        echo "studio.sh: installing the gradio 3.41.2 test environment..."
-        "$VENV3/bin/python" -m pip install "${PIP_FLAGS[@]}" -c tests/envs/gradio3.txt gradio fastapi httpx numpy Pillow pydantic pytest hypothesis requests pandas
-        main_site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-        g3_site=$("$VENV3/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-        echo "$main_site" > "$g3_site/zz_lora_studio_main_env.pth"
+        echo "studio.sh: installing the AUTOMATIC1111 1.10.1 test environment (torch 2.1.2, gradio 3.41.2; once)..."
+        "$VENV3/bin/python" -m pip install "${PIP_FLAGS[@]}" --upgrade pip
+        rm -f "$VENV3"/lib/python*/site-packages/zz_lora_studio_main_env.pth  # older studio.sh shared .venv's packages
+        "$VENV3/bin/python" -m pip install "${PIP_FLAGS[@]}" -c tests/envs/gradio3.txt \
+            torch torchvision open_clip_torch transformers safetensors gradio fastapi httpx numpy Pillow \
+            pydantic requests pandas onnxruntime "tomli; python_version < '3.11'" pytest hypothesis playwright \
+            onnx  # test-only: the tagger tests write a tiny ONNX model (pip picks one for open_clip 2.20's protobuf<4)
+        "$VENV3/bin/python" -m pip install "${PIP_FLAGS[@]}" --no-deps -e .
         stamp > "$VENV3/.studio-stamp"
     fi
 }
@@ -76,8 +80,10 @@ case "${1:-demo}" in
         setup_gradio3
         setup_browser
         shift || true
-        # The UI under gradio 3.41.2 first, then the whole suite under gradio 4.40 (its summary closes the log).
-        "$VENV3/bin/python" -m pytest -q -p no:cacheprovider -m gradio3 "$@"
+        # The whole suite on AUTOMATIC1111 1.10's pins first (torch 2.1, open_clip 2.20, gradio 3.41.2;
+        # the diffusers/peft comparisons and CPU fp16 skip there), then under gradio 4.40 as in Forge
+        # (its summary closes the log).
+        "$VENV3/bin/python" -m pytest -q -p no:cacheprovider "$@"
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     browser-test)

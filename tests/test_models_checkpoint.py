@@ -211,12 +211,13 @@ def test_load_bundle_casts_when_asked(sd15_file):
 
 
 def test_encode_prompts_shapes(sdxl, sd15):
-    b = bundle_from_state_dict(sdxl)
+    # float32 as every host runs on a CPU (torch 2.1, A1111 1.10's, has no fp16 CPU kernels)
+    b = bundle_from_state_dict(sdxl).to(dtype=torch.float32)
     c = b.encode_prompts(["a cat", "a dog"], width=64, height=96)
     assert c.context.shape == (2, 77, 64) and c.pooled.shape == (2, 32) and c.y.shape == (2, 32 + 1536)
     neg = b.encode_prompts([""], is_negative=True)
     assert neg.context.abs().sum() == 0 and neg.y[:, :32].abs().sum() == 0
-    b15 = bundle_from_state_dict(sd15)
+    b15 = bundle_from_state_dict(sd15).to(dtype=torch.float32)
     c = b15.encode_prompts(["x " * 100])  # 100 tokens -> two chunks
     assert c.context.shape == (1, 154, 32) and c.y is None
 

@@ -15,6 +15,7 @@ from lora_trainer.network import (
     create_network,
     save_network,
 )
+from tests.torch_features import cpu_half
 
 
 def _borrowed(arch: str):
@@ -38,6 +39,7 @@ def _unet_call(bundle, seed=0):
     return lambda: bundle.unet(x, torch.tensor([400]), ctx, y)
 
 
+@cpu_half
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_train_save_apply_on_borrowed_fp16_tensors(tmp_path, arch):
     tensors, copies, bundle = _borrowed(arch)

@@ -14,6 +14,7 @@ from torch import nn
 from lora_trainer.models.unet import UNet, UNetConfig
 from lora_trainer.network.modules import LoRAModule
 from lora_trainer.network.network import NetworkConfig, _add_delta, create_network_for
+from tests.torch_features import cpu_half
 
 
 def _reference_delta(lora: LoRAModule, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +72,7 @@ def test_hook_output_and_grads_equal_the_formula(base, shape, multiplier):
     torch.testing.assert_close(lora(x), _reference_delta(lora, x), rtol=1e-5, atol=1e-6)
 
 
+@cpu_half
 def test_fp16_base_without_autocast_keeps_the_base_dtype():
     base = nn.Linear(16, 8).half().requires_grad_(False)
     lora = LoRAModule(base, dim=4, alpha=4.0)
