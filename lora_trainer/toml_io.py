@@ -16,20 +16,47 @@ from typing import Any
 from .errors import StudioError
 from .fileio import write_text
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib  # type: ignore[no-redef]
+
+def _parser():
+    """The standard library's tomllib (3.11+), or the same parser as the `tomli` package on 3.10.
+
+    Imported when first needed, not with this module: the WebUI imports the extension before it
+    has run our install.py only when started with --skip-install, and then the tab must still
+    build and say what is missing when a file is read.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise StudioError(
+                "Reading TOML on Python 3.10 needs the tomli package, which is not installed.",
+                "Restart the WebUI without --skip-install (the extension's install.py adds it), or run "
+                "`pip install tomli` in the WebUI's Python environment.",
+            ) from None
+    return tomllib
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 def loads(text: str, source: str = "<string>") -> dict[str, Any]:
+    tomllib = _parser()
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise StudioError(f"{source} is not valid TOML: {e}.", "Fix the line it names, or restore it from the trash.") from None
+
+
+def value_of(text: str) -> Any:
+    """One value as TOML writes it (`3e-4`, `true`, `[0.9, 0.99]`, `"x"`), or the stripped text
+    itself when it is not TOML (`AdamW8bit`): how `--set key=value` and the optimizer-arguments box read."""
+    tomllib = _parser()
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """LoRA Studio inside AUTOMATIC1111 / Forge: registers the tab and the settings section, nothing more.
 
 Everything else lives in the `lora_trainer` package, imported inside the callbacks so that loading
-this file costs nothing.
+this file costs nothing. The packages install.py adds (onnxruntime, tomli on Python 3.10, ...) are
+imported only where they are used: a WebUI started with --skip-install, before install.py ever
+ran, still builds the tab, and the first action that needs a missing one says which and how to
+add it.
 """
 
 from __future__ import annotations

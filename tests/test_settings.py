@@ -261,3 +261,20 @@ def test_entry_script_builds_the_tab(fake_webui, tmp_path):
 
     (binding,) = infotext_utils.registered_param_bindings
     assert binding.tabname == "txt2img" and binding.source_text_component.elem_id == "lora_studio_compare_cell_params"
+
+
+def test_reading_toml_without_a_parser_is_a_sentence(monkeypatch, tmp_path):
+    """Python 3.10 in a WebUI started with --skip-install: no tomllib, no tomli yet."""
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    (tmp_path / "a.toml").write_text("x = 1\n")
+    with pytest.raises(StudioError, match="needs the tomli package") as e:
+        toml_io.load(tmp_path / "a.toml")
+    assert "pip install tomli" in e.value.fix
+
+
+def test_a_single_value_reads_as_toml_or_stays_text():
+    from lora_trainer.toml_io import value_of
+
+    assert value_of(" 3e-4 ") == 3e-4 and value_of("true") is True and value_of("[0.9, 0.99]") == [0.9, 0.99]
+    assert value_of("AdamW8bit") == "AdamW8bit" and value_of('"x y"') == "x y"

@@ -34,16 +34,13 @@ def add_arguments(parser) -> None:
 def parse_override(text: str) -> tuple[str, object]:
     """`unet_lr=3e-4` -> ("unet_lr", 0.0003); a value that is not TOML stays a string."""
     from ..errors import StudioError
-    from ..toml_io import tomllib
+    from ..toml_io import value_of
 
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise StudioError(f"--set {text!r} is not KEY=VALUE.", "For example: --set unet_lr=3e-4")
-    try:
-        return key, tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value.strip()
+    return key, value_of(value)
 
 
 def resolve(args):

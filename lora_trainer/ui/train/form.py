@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import StudioError
-from ...toml_io import tomllib
+from ...toml_io import value_of
 from ...train.config import (
     ARCHS,
     CAPTION_EXTENSIONS,
@@ -309,10 +309,8 @@ def parse_args(text: str) -> dict[str, Any]:
         if not sep or not key or not value.strip():
             raise StudioError(f"Optimizer arguments: {part!r} is not key=value.",
                               "Write pairs like weight_decay=0.1 betas=[0.9,0.99], or leave the box empty.")
-        try:
-            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = value.strip().strip("\"'")
+        parsed = value_of(value)
+        out[key] = parsed.strip("\"'") if isinstance(parsed, str) else parsed  # a half-quoted word stays a word
     return out
 
 
