@@ -83,6 +83,46 @@ def confine(path: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike],
     raise StudioError(f"{shown} is outside the folders LoRA Studio may use:\n{listed}\n", fix)
 
 
+# A name longer than this many bytes (UTF-8) is refused by ext4, NTFS, APFS and tmpfs alike.
+NAME_MAX_BYTES = 255
+
+
+def inside(folder: str | os.PathLike, name: str, what: str = "The name") -> Path:
+    """The path of `name` inside `folder`: the one way a name that came from outside (a booru's
+    JSON, an archive member, an upload, an API body) becomes a path.
+
+    `name` is relative, with `/` between its parts (an archive member's `sub/a.png`). Refused with
+    a sentence: an empty name or part, an absolute or drive path, `..`, a backslash (a separator on
+    Windows, so `..\\x` would escape there), NUL and other control characters (a newline in a file
+    name breaks every caption tool), a part longer than NAME_MAX_BYTES, and a result that a
+    symlink inside `folder` leads out of. `what` names the source in the sentence.
+    """
+    shown = repr(name)[:120]
+    if not isinstance(name, str) or not name:
+        raise StudioError(f"{what} is empty.", "Give a file name.")
+    problem = ""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "it contains a control character (a newline, a NUL, ...)"
+    elif "\\" in name:
+        problem = "it contains a backslash"
+    elif name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        problem = "it is an absolute path"
+    else:
+        parts = name.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            problem = "it has an empty, '.' or '..' part"
+        elif any(len(p.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES for p in parts):
+            problem = f"a part of it is longer than {NAME_MAX_BYTES} bytes"
+    if problem:
+        raise StudioError(f"{what} {shown} can not be a file name: {problem}.",
+                          "Nothing was written for it; rename it at its source if you need it.")
+    root = _real(folder)
+    if not _is_under(_real(root / name), root):
+        raise StudioError(f"{what} {shown} leads outside {root} (through a symbolic link there).",
+                          f"Remove the link from {root}.")
+    return Path(folder) / name  # as the caller spelled the folder; checked where it really leads
+
+
 @dataclass(frozen=True)
 class PathPolicy:
     """The allowed roots and the any-folder switch in force for one UI session."""

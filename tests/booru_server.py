@@ -40,6 +40,8 @@ class FakePost:
     tags: tuple[str, ...]
     rating: str = "general"
     sample: bytes = b""  # served at /samples/sample_<md5>.jpg when not empty
+    claimed_md5: str | None = None  # what the JSON says the md5 is (a hostile server's `../../x`)
+    claimed_file_url: str | None = None  # the JSON's file_url, when it is not the served one
 
     @property
     def md5(self) -> str:
@@ -127,9 +129,9 @@ class FakeBooru:
 
     def _gelbooru_json(self, p: FakePost) -> dict:
         return {
-            "id": p.id, "md5": p.md5, "width": p.width, "height": p.height, "rating": p.rating,
+            "id": p.id, "md5": p.md5 if p.claimed_md5 is None else p.claimed_md5, "width": p.width, "height": p.height, "rating": p.rating,
             "tags": " ".join(p.tags), "image": p.name, "directory": "ab/cd",
-            "file_url": f"{self.url}/images/ab/cd/{p.name}",
+            "file_url": f"{self.url}/images/ab/cd/{p.name}" if p.claimed_file_url is None else p.claimed_file_url,
             "sample_url": f"{self.url}/samples/ab/cd/sample_{p.md5}.jpg" if p.sample else "",
             "sample": 1 if p.sample else 0,
             "preview_url": f"{self.url}/thumbnails/ab/cd/thumbnail_{p.md5}.jpg",
@@ -207,7 +209,7 @@ class FakeBooru:
             found = found[n * limit : (n + 1) * limit]
         rows = [
             {
-                "id": p.id, "md5": p.md5, "file_ext": p.ext, "image_width": p.width, "image_height": p.height,
+                "id": p.id, "md5": p.md5 if p.claimed_md5 is None else p.claimed_md5, "file_ext": p.ext, "image_width": p.width, "image_height": p.height,
                 "tag_string": " ".join(p.tags), "rating": "g",
                 "file_url": f"{self.url}/images/x/{p.name}",
                 "large_file_url": f"{self.url}/samples/x/sample_{p.md5}.jpg" if p.sample else f"{self.url}/images/x/{p.name}",

@@ -13,6 +13,7 @@ User-Agent, and bounded exponential back-off on 429, 5xx, timeouts and dropped c
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -136,7 +137,7 @@ def redact_url(url: str) -> str:
 @dataclass(frozen=True)
 class Post:
     id: int
-    md5: str  # of the original file, lower-case hex; "" when the site hides it
+    md5: str  # of the original file, 32 lower-case hex digits; "" when the site hides it (or sends something else)
     file_url: str  # the original
     sample_url: str  # a smaller rendition ("" when the site has none)
     preview_url: str  # a thumbnail
@@ -154,6 +155,16 @@ def ext_of_url(url_or_name: str) -> str:
     """`https://x/a/b.JPG?x=1` -> "jpg"; "" when the name has no extension."""
     path = urlsplit(url_or_name).path
     return path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+
+
+_MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+def _md5(value) -> str:
+    """The post's md5 as 32 lower-case hex digits, or "" for anything else: the server's JSON
+    names the downloaded file, so `../../x` or `a/b` in it must never reach a path."""
+    text = str(value or "").lower()
+    return text if _MD5.fullmatch(text) else ""
 
 
 def _int(value, default: int = 0) -> int:
@@ -318,7 +329,7 @@ class GelbooruClient(BooruClient):
             return None
         image = str(d.get("image") or "")
         directory = str(d.get("directory") or "")
-        md5 = str(d.get("md5") or d.get("hash") or "").lower()
+        md5 = _md5(d.get("md5") or d.get("hash"))
         file_url = _absolute(str(d.get("file_url") or ""), self.origin)
         if not file_url and image:
             file_url = f"{self.origin}/images/{directory}/{image}"
@@ -401,7 +412,7 @@ class DanbooruClient(BooruClient):
         large = _absolute(str(d.get("large_file_url") or ""), self.origin)
         return Post(
             id=_int(d["id"]),
-            md5=str(d.get("md5") or "").lower(),
+            md5=_md5(d.get("md5")),
             file_url=file_url,
             sample_url=large if large != file_url else "",
             preview_url=_absolute(str(d.get("preview_file_url") or ""), self.origin),

@@ -21,6 +21,7 @@ import requests
 
 from ..errors import Cancelled, StudioError
 from ..fileio import write_text
+from ..paths import inside
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from .booru import BooruClient, Http, NetworkError, Post, ext_of_url, redact_url
 from .images import (
@@ -232,8 +233,14 @@ def download(
             progress(ProgressEvent(0.05 + 0.95 * (i + 1) / len(posts), done_text, log=f"skip post {post.id}: already in the dataset"))
             continue
         url = choose_url(post, options.max_side)
-        ext = ext_of_url(url) or post.file_ext
-        dest = dataset_dir / f"{post.md5 or f'{client.site}_{post.id}'}.{ext}"
+        ext = ext_of_url(url)
+        ext = ext if ext in SUPPORTED_EXTS else post.file_ext  # the URL's "extension" is the server's text
+        try:
+            dest = inside(dataset_dir, f"{post.md5 or f'{client.site}_{post.id}'}.{ext}", f"The file name of post {post.id}")
+        except StudioError as e:
+            result.failed.append((redact_url(url), e.message))
+            progress(ProgressEvent(log=f"skip post {post.id}: {e.message}"))
+            continue
         if dest.exists():
             result.skipped_existing += 1
             progress(ProgressEvent(log=f"skip post {post.id}: {dest.name} already exists"))
