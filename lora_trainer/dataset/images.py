@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,12 +119,39 @@ def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def iter_files(folder: str | os.PathLike) -> Iterator[Path]:
-    """Every file under `folder`, sorted, skipping hidden folders (.trash, .cache, .git)."""
+def iter_files(folder: str | os.PathLike, refused: list[tuple[Path, str]] | None = None) -> Iterator[Path]:
+    """Every regular file under `folder`, sorted, skipping hidden folders (.trash, .cache, .git).
+
+    Not yielded, and appended to `refused` with the reason: a symbolic link that leads out of
+    `folder` (`l.txt -> /etc/passwd` would become a caption), a broken link, and anything that is
+    not a regular file (a FIFO named `f.png` hangs a read forever, `/dev/zero` fills the memory).
+    Linked folders are not entered.
+    """
+    top = os.path.realpath(folder)
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for f in sorted(files):
-            yield Path(root) / f
+            path = Path(root) / f
+            reason = _not_a_plain_file(path, top)
+            if not reason:
+                yield path
+            elif refused is not None:
+                refused.append((path, reason))
+
+
+def _not_a_plain_file(path: Path, top: str) -> str:
+    """Why `path` must not be read as a dataset file, or ""."""
+    try:
+        st = path.stat()  # follows a link
+    except OSError:
+        return "a broken symbolic link" if path.is_symlink() else "unreadable"
+    if path.is_symlink():
+        target = os.path.realpath(path)
+        if os.path.commonpath([top, target]) != top:
+            return f"a symbolic link to {target}, outside the folder: not followed"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, a device or a socket): not read"
+    return ""
 
 
 def is_image_name(name: str | os.PathLike) -> bool:

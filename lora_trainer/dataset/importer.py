@@ -33,6 +33,7 @@ from PIL import Image
 
 from ..errors import StudioError
 from ..fileio import atomic_path, write_bytes
+from ..paths import inside
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from ..trash import keep_copies, move_to_trash
 from .images import (
@@ -118,13 +119,7 @@ class _Item:
     read: Callable[[], bytes]
 
 
-def _unsafe_member(name: str) -> bool:
-    name = name.replace("\\", "/")
-    parts = PurePosixPath(name).parts
-    return name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts
-
-
-def _zip_items(path: Path, summary: ImportSummary, stack: contextlib.ExitStack) -> Iterator[_Item]:
+def _zip_items(path: Path, dataset_dir: Path, summary: ImportSummary, stack: contextlib.ExitStack) -> Iterator[_Item]:
     try:
         zf = stack.enter_context(zipfile.ZipFile(path))  # stays open until the import is done
     except (zipfile.BadZipFile, OSError) as e:
@@ -134,13 +129,16 @@ def _zip_items(path: Path, summary: ImportSummary, stack: contextlib.ExitStack) 
         if info.is_dir():
             continue
         origin = f"{path.name}:{info.filename}"
-        if _unsafe_member(info.filename):
-            summary.rejected.append(Rejected(origin, "a path outside the archive (absolute or with ..): refused"))
+        name = info.filename.replace("\\", "/")  # older Windows zip tools write backslashes
+        try:
+            inside(dataset_dir, name, "The archive member")
+        except StudioError as e:
+            summary.rejected.append(Rejected(origin, e.message))
             continue
         if stat.S_ISLNK(info.external_attr >> 16):
             summary.rejected.append(Rejected(origin, "a symbolic link: refused"))
             continue
-        rel = PurePosixPath(info.filename.replace("\\", "/"))
+        rel = PurePosixPath(name)
         if any(p.startswith(".") or p == "__MACOSX" for p in rel.parts):
             summary.others.append(origin)  # macOS resource forks and hidden files
             continue
@@ -161,13 +159,15 @@ def _items(sources: Sequence[Path], dataset_dir: Path, summary: ImportSummary, s
         if src.is_dir() and _inside(dataset_dir, src):
             raise StudioError(f"The dataset folder {dataset_dir} is inside {src}.", "Import a folder that does not contain the dataset.")
         if src.is_dir():
-            for f in iter_files(src):
+            refused: list[tuple[Path, str]] = []
+            for f in iter_files(src, refused):
                 if f.name.startswith("."):
                     summary.others.append(str(f))
                     continue
                 yield _file_item(f, PurePosixPath(f.relative_to(src).as_posix()))
+            summary.rejected.extend(Rejected(str(f), why) for f, why in refused)
         elif src.suffix.lower() == ".zip":
-            yield from _zip_items(src, summary, stack)
+            yield from _zip_items(src, dataset_dir, summary, stack)
         else:
             yield _file_item(src, PurePosixPath(src.name))
 
@@ -235,6 +235,7 @@ class ShrinkOptions:
 class ImportOptions:
     max_pixels: int | None = None  # refuse larger images; None: Pillow's limit (about 89 megapixels)
     max_file_bytes: int = 512 << 20  # refuse larger files (a zip member can claim anything)
+    max_caption_bytes: int = 1 << 20  # a caption is a line of tags; a larger one is not a caption
     trash_others: bool = False  # move non-image, non-caption files already in the dataset folder to the trash
     shrink: ShrinkOptions | None = None  # scale the imported images down afterwards
 
@@ -301,8 +302,12 @@ def _import_items(
             continue
         placed.add(id(cap))
         cap_dest = dest.with_suffix(CAPTION_EXT)
-        if not cap_dest.exists():  # an image already present keeps its caption
-            write_bytes(cap_dest, cap.read())
+        if cap.size > options.max_caption_bytes:
+            summary.rejected.append(Rejected(cap.origin, f"{cap.size} bytes is too large for a caption (the limit is {options.max_caption_bytes})"))
+            continue
+        text = _read(cap, summary)
+        if text is not None and not cap_dest.exists():  # an image already present keeps its caption
+            write_bytes(cap_dest, text)
             folder = str(item.rel.parent)
             summary.captions[folder] = summary.captions.get(folder, 0) + 1
 
@@ -314,19 +319,41 @@ def _import_items(
         summary.others.append(i.origin + note)
 
 
+def _read(item: _Item, summary: ImportSummary) -> bytes | None:
+    """The item's bytes, or None with the reason in `summary` (a damaged or encrypted zip member,
+    a file that vanished or can not be read)."""
+    try:
+        return item.read()
+    except zipfile.BadZipFile as e:  # "Bad CRC-32", a truncated member
+        why = f"damaged in the archive ({e})"
+    except (RuntimeError, NotImplementedError) as e:  # encrypted, or a compression zipfile lacks
+        why = f"can not be read from the archive ({e})"
+    except OSError as e:
+        why = f"can not be read ({e.strerror or e})"
+    summary.rejected.append(Rejected(item.origin, why))
+    return None
+
+
 def _import_one(item: _Item, dataset_dir: Path, options: ImportOptions, summary: ImportSummary) -> Path | None:
     """Check, fix and write one image; return where it is now (None if refused)."""
     if item.size > options.max_file_bytes:
         summary.rejected.append(Rejected(item.origin, f"{item.size} bytes is larger than the limit of {options.max_file_bytes}"))
         return None
-    data = item.read()
+    data = _read(item, summary)
+    if data is None:
+        return None
     try:
         info = inspect_image(data, options.max_pixels)
     except BadImage as e:
         summary.rejected.append(Rejected(item.origin, e.message))
         return None
     data, ext, fixed = _prepare(data, info)
-    folder = dataset_dir / item.rel.parent
+    try:  # a folder listing's or an archive's names, and symlinks already in the dataset
+        folder = inside(dataset_dir, item.rel.parent.as_posix(), "The folder") if item.rel.parent.parts else dataset_dir
+        inside(dataset_dir, item.rel.as_posix(), "The file name")
+    except StudioError as e:
+        summary.rejected.append(Rejected(item.origin, e.message))
+        return None
     folder.mkdir(parents=True, exist_ok=True)
     given_ext = item.rel.suffix.lower()
     if not fixed and ext != given_ext and not (ext == ".jpg" and given_ext == ".jpeg"):
