@@ -7,6 +7,7 @@ server files. Each section says the promise; the tests try more than one shape o
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
@@ -20,6 +21,7 @@ from lora_trainer.dataset.scrape import ScrapeOptions, download
 from lora_trainer.errors import StudioError
 from lora_trainer.paths import NAME_MAX_BYTES, inside
 from tests.booru_server import FakeBooru, FakePost, make_image
+from tests.gradio_wire import GRADIO_4
 from tests.test_dataset_booru import fast_http
 
 # Shapes of a name that must never become a path outside its folder (or a path at all).
@@ -233,3 +235,143 @@ def test_a_huge_or_damaged_zip_member_is_a_sentence(tmp_path):
     reasons = {r.path: r.reason for r in summary.rejected}
     assert "too large for a caption" in reasons["in.zip:big.txt"]
     assert "in.zip:crc.png" in reasons and "Traceback" not in reasons["in.zip:crc.png"]
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. A visitor of the page can import only the files their browser uploaded, never a server file
+#    they name in the request (gradio 3 copies any named path; gradio 4's cache holds more than uploads)
+
+
+@pytest.fixture
+def live_studio(tmp_path):
+    """The standalone studio served on loopback with a project 'alice', and a client that speaks the wire."""
+    from lora_trainer.project import create_project
+    from lora_trainer.ui.context import StudioContext
+    from lora_trainer.ui.standalone import create_app
+    from tests.gradio_wire import Wire, served
+
+    ctx = StudioContext.for_root(tmp_path / "studio")
+    project = create_project(ctx.root, "alice")
+    with served(create_app(ctx)) as base:
+        yield ctx, project, Wire(base)
+
+
+def write_png(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(make_image(seed))
+    return path
+
+
+def import_by_wire(ctx, wire, file_values: list) -> tuple[list[Path], str]:
+    """Press Import with these File values; the files imported and the message shown."""
+    job_id, msg = wire.call("lora_studio_dataset_import", ["alice", "", file_values, False, 2048, False, False])
+    if not isinstance(job_id, str) or not job_id:  # refused before a job started
+        return [], str(msg)
+    job = ctx.jobs.get(job_id)
+    assert job.wait(60), "the import did not finish"
+    return list(job.result.imported), str(msg)
+
+
+def test_an_uploaded_file_is_imported_over_the_wire(live_studio, tmp_path):
+    ctx, project, wire = live_studio
+    picture = write_png(tmp_path / "mine.png", 1)
+    received = wire.upload(picture)
+    imported, _ = import_by_wire(ctx, wire, [wire.file_value(received, "mine.png")])
+    assert [p.name for p in imported] == ["mine.png"]
+    assert (project.dataset_dir / "mine.png").read_bytes() == picture.read_bytes()
+
+
+def test_a_server_file_named_in_the_request_is_not_imported(live_studio, tmp_path):
+    from lora_trainer.ui.compat import upload_root
+
+    ctx, project, wire = live_studio
+    secret = write_png(tmp_path / "outside" / "secret.png", 2)
+    (secret.parent / "secret.txt").write_text("the server's private caption")
+    # A file in gradio's own folder that this visitor did not upload: a copy gradio cached (gradio 3
+    # names the folder by the sha1 of the content), or a file of another kind left there.
+    content = make_image(3)
+    cached = write_png(upload_root() / hashlib.sha1(content).hexdigest() / "cached.png", 3)
+    other = write_png(upload_root() / f"not-uploaded-{os.getpid()}-{tmp_path.name}" / "other.png", 5)
+    try:
+        named = [(str(secret), "secret.png"), (str(secret.parent), "outside"), (str(cached), "cached.png"),
+                 (str(other), "other.png")]
+        for server_path, name in named:
+            try:
+                imported, msg = import_by_wire(ctx, wire, [wire.file_value(server_path, name)])
+            except RuntimeError as e:  # gradio 4 itself refuses a path outside its folder (echoing the client's own)
+                imported, msg = [], ""
+                assert GRADIO_4 or server_path == str(secret.parent), e
+            assert imported == [], server_path
+            if server_path in (str(cached), str(other)) or (not GRADIO_4 and server_path == str(secret)):
+                assert "was not uploaded through this page" in msg, msg
+            assert str(tmp_path) not in msg and str(upload_root()) not in msg  # our sentence shows no server path
+        assert files_under(project.dataset_dir) == set()
+    finally:
+        import shutil
+
+        shutil.rmtree(cached.parent, ignore_errors=True)
+        shutil.rmtree(other.parent, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. The standalone studio is never served open to the network by accident: --listen needs a login
+#    (as the WebUI's --gradio-auth / --gradio-auth-path), and the login guards the page, uploads and queue
+
+
+def test_listen_without_a_login_is_refused_before_anything_starts(tmp_path, capsys):
+    from lora_trainer.cli import main
+
+    for command in (["ui"], ["demo"]):
+        assert main([*command, "--root", str(tmp_path / "studio"), "--listen"]) == 2
+        err = capsys.readouterr().err
+        assert "--listen would let everyone" in err and "--auth user:password" in err and "--insecure-open" in err
+    assert not (tmp_path / "studio" / "demo").exists()  # the demo made nothing before refusing
+
+
+def test_logins_are_read_as_the_webui_writes_them(tmp_path):
+    from lora_trainer.ui.auth import ServeAccess, parse_credentials
+
+    assert parse_credentials("ann:pw, bob:a:b:c") == [("ann", "pw"), ("bob", "a:b:c")]
+    logins = tmp_path / "logins.txt"
+    logins.write_text("cy:one,dee:two\n\neve:three\n")
+    access = ServeAccess.decide(True, "ann:pw", str(logins))
+    assert access.logins == (("ann", "pw"), ("cy", "one"), ("dee", "two"), ("eve", "three"))
+    assert access.host == "0.0.0.0" and access.warning() is None
+    for bad in ("ann", "ann:", ":pw", "ann:pw,bob"):
+        with pytest.raises(StudioError, match="is not written as user:password"):
+            ServeAccess.decide(True, bad)
+    with pytest.raises(StudioError, match="can not be read"):
+        ServeAccess.decide(True, None, str(tmp_path / "missing.txt"))
+    with pytest.raises(StudioError, match="login list is empty"):
+        ServeAccess.decide(True, " , ")
+    opened = ServeAccess.decide(True, insecure_open=True)
+    assert opened.logins == () and "without a password" in opened.warning()
+    assert ServeAccess.decide(False).host == "127.0.0.1"
+
+
+def test_a_login_guards_the_page_its_uploads_and_its_events(tmp_path):
+    import httpx
+
+    from lora_trainer.project import create_project
+    from lora_trainer.ui.context import StudioContext
+    from lora_trainer.ui.standalone import create_app
+    from tests.gradio_wire import Wire, served
+
+    ctx = StudioContext.for_root(tmp_path / "studio")
+    create_project(ctx.root, "alice")
+    picture = write_png(tmp_path / "mine.png", 4)
+    with served(create_app(ctx, logins=(("ann", "s3cret"),))) as base:
+        stranger = httpx.Client(base_url=base, timeout=30)
+        assert stranger.get("/config").status_code == 401
+        with open(picture, "rb") as f:
+            assert stranger.post("/upload", files={"files": ("mine.png", f)}).status_code == 401
+        assert "s3cret" not in stranger.get("/").text
+        assert stranger.post("/login", data={"username": "ann", "password": "wrong"}).status_code >= 400
+        assert stranger.get("/config").status_code == 401
+
+        wire = Wire(base, login=("ann", "s3cret"))
+        received = wire.upload(picture)
+        job_id, _ = wire.call("lora_studio_dataset_import", ["alice", "", [wire.file_value(received, "mine.png")],
+                                                            False, 2048, False, False])
+        assert ctx.jobs.get(job_id).wait(60)
+        assert [p.name for p in ctx.jobs.get(job_id).result.imported] == ["mine.png"]

@@ -4,7 +4,6 @@ CI runs this file in both environments (see .ci/run); everything here is marked 
 """
 
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -121,32 +120,14 @@ def test_progress_html_states():
     assert "No job running" in progress_html(None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_standalone_app_serves_the_tab_over_loopback(ctx):
-    import uvicorn
-
     from lora_trainer.ui.standalone import create_app
+    from tests.gradio_wire import served
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 30
-        while not server.started:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.05)
-        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+    with served(create_app(ctx)) as base:
+        page = urllib.request.urlopen(f"{base}/", timeout=10).read().decode()
         assert "function askProjectsOnce()" in page  # javascript/lora_studio.js injected, as the WebUI does
         assert "#lora_studio_poll" in page  # style.css injected
-        config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10).read())
+        config = json.loads(urllib.request.urlopen(f"{base}/config", timeout=10).read())
         elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
         assert {"lora_studio_project", "lora_studio_progress", "lora_studio_dataset_check"} <= elem_ids
-    finally:
-        server.should_exit = True
-        thread.join(10)

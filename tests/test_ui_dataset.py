@@ -6,7 +6,9 @@ tab the way the job panel's poll does (`lora_studio_progress.change`), and check
 
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -113,12 +115,20 @@ def test_a_path_outside_the_allowed_folders_is_refused_with_a_sentence(ctx, proj
     assert not list(project.dataset_dir.iterdir())
 
 
+def sha1_of(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
 def test_uploaded_files_are_imported_and_smuggled_paths_refused(ctx, project, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
-    up = image(tmp_path / "uploads" / "abc123" / "photo.png", BLUE)
+    up = image(tmp_path / "uploads" / ("ab" * 20) / "photo.png", BLUE)  # gradio 3's upload: a random 40-hex folder
+    copy = tmp_path / "uploads" / sha1_of(up) / "photo.png"  # gradio 3's copy of it: a folder named by the content
+    copy.parent.mkdir()
+    copy.write_bytes(up.read_bytes())
 
-    class Gradio3Upload:  # gradio 3 hands over temp-file objects; gradio 4 plain paths
-        name = str(up)
+    class Gradio3Upload:  # gradio 3 hands over temp-file objects (a copy, and the path it was named by)
+        name = str(copy)
+        orig_name = str(up)
 
     tab = build_tab(ctx)
     for files in ([str(up)], [Gradio3Upload()]):
@@ -126,8 +136,22 @@ def test_uploaded_files_are_imported_and_smuggled_paths_refused(ctx, project, tm
         assert job_of(ctx, job_id).status == JobStatus.DONE
     assert [p.name for p in project.dataset_dir.iterdir()] == ["photo.png"]  # the second was already present
     secret = image(tmp_path / "secret" / "x.png", RED)
-    job_id, msg = trigger(tab, "lora_studio_dataset_import", "click", "alice", "", [str(secret)], False, 2048, False, False)
-    assert is_update(job_id) and "is not an uploaded file" in msg
+    cached = tmp_path / "uploads" / sha1_of(secret) / "x.png"
+    cached.parent.mkdir()
+    cached.write_bytes(secret.read_bytes())
+
+    class Gradio3Smuggled:  # gradio 3 copied a server file the request named into its temp folder
+        name = str(cached)
+        orig_name = str(secret)
+
+    class Gradio3Cached:  # ...or a file gradio itself had cached (another visitor's, an output)
+        name = str(cached)
+        orig_name = str(cached)
+
+    for files in ([str(secret)], [Gradio3Smuggled()], [Gradio3Cached()]):
+        job_id, msg = trigger(tab, "lora_studio_dataset_import", "click", "alice", "", files, False, 2048, False, False)
+        assert is_update(job_id) and "x.png&#x27; was not uploaded through this page" in msg
+        assert cached.parent.name not in msg and str(tmp_path) not in msg  # the temp copy's path stays on the server
     _, msg = trigger(tab, "lora_studio_dataset_import", "click", "alice", "", None, False, 2048, False, False)
     assert "Nothing to import" in msg
 

@@ -56,3 +56,29 @@ def print_caption_writes(verb: str, images: int, write, failed) -> None:
         print(f"Could not read {len(failed)} images: {', '.join(failed[:10])}")
     if write.trash_batch:
         print(f"Previous captions kept in the trash, batch {write.trash_batch}.")
+
+
+def add_serve_arguments(parser) -> None:
+    """How the standalone studio is served: port, --listen and who may open it."""
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--listen", action="store_true",
+                        help="serve to other computers too; needs --auth or --auth-file (paths outside the studio stay disabled)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help="sign-in for the page, as the WebUI's --gradio-auth (several separated by commas)")
+    parser.add_argument("--auth-file", default=None, metavar="FILE",
+                        help="a file of user:password lines, as the WebUI's --gradio-auth-path")
+    parser.add_argument("--insecure-open", action="store_true",
+                        help="with --listen: serve without a password (only on a network that is yours alone)")
+    parser.add_argument("--enable-insecure-extension-access", dest="insecure", action="store_true",
+                        help="with --listen: let the 'any folder' setting work (as the WebUI's flag of that name)")
+
+
+def serve_studio(args, root: Path) -> int:
+    """Start the standalone studio on `root` as the serve arguments ask (refused when open to the network)."""
+    from ..ui.auth import ServeAccess
+    from ..ui.context import StudioContext
+    from ..ui.standalone import serve
+
+    access = ServeAccess.decide(args.listen, args.auth, args.auth_file, args.insecure_open)
+    serve(StudioContext.for_root(root, remote=args.listen and not args.insecure), port=args.port, access=access)
+    return 0

@@ -9,13 +9,10 @@ DEMO_PROJECT = "demo"
 
 
 def add_arguments(parser) -> None:
-    from ._common import add_root_argument
+    from ._common import add_root_argument, add_serve_arguments
 
     add_root_argument(parser)
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--enable-insecure-extension-access", dest="insecure", action="store_true",
-                        help="with --listen: let the 'any folder' setting work (as the WebUI's flag of that name)")
-    parser.add_argument("--listen", action="store_true")
+    add_serve_arguments(parser)
     parser.add_argument("--no-ui", action="store_true", help="only create the demo project")
 
 
@@ -65,15 +62,14 @@ def ensure_demo_project(root):
 
 
 def run(args) -> int:
-    from ._common import root_of
+    from ..ui.auth import ServeAccess
+    from ._common import root_of, serve_studio
 
     root = root_of(args)
+    if not args.no_ui:  # refused before anything is made
+        ServeAccess.decide(args.listen, args.auth, args.auth_file, args.insecure_open)
     project = ensure_demo_project(root)
     print(f"Demo project ready: {project.dir}")
     if args.no_ui:
         return 0
-    from ..ui.context import StudioContext
-    from ..ui.standalone import serve
-
-    serve(StudioContext.for_root(root, remote=args.listen and not args.insecure), port=args.port, listen=args.listen)
-    return 0
+    return serve_studio(args, root)

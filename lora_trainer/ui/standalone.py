@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 from .app import build_tab
+from .auth import ServeAccess
 from .compat import enable_queue, mount
 from .context import StudioContext
 
@@ -61,8 +62,9 @@ class InjectHead:
         return await self.app(scope, receive, capture)
 
 
-def create_app(ctx: StudioContext):
-    """A FastAPI app serving the tab at / (used by `serve` and by the tests)."""
+def create_app(ctx: StudioContext, logins: tuple[tuple[str, str], ...] = ()):
+    """A FastAPI app serving the tab at / (used by `serve` and by the tests); with `logins`, only
+    after signing in."""
     import gradio as gr
     from fastapi import FastAPI
 
@@ -74,15 +76,18 @@ def create_app(ctx: StudioContext):
         tab.render()
     enable_queue(page)
     app = FastAPI()
-    app = mount(app, page, path="/")
+    app = mount(app, page, path="/", logins=list(logins))
     app.add_middleware(InjectHead, assets=page_head_assets())
     return app
 
 
-def serve(ctx: StudioContext, port: int = 7860, listen: bool = False) -> None:
+def serve(ctx: StudioContext, port: int = 7860, access: ServeAccess = ServeAccess()) -> None:
     """Serve until interrupted. Without --listen only this computer can open the studio."""
     import uvicorn
 
-    host = "0.0.0.0" if listen else "127.0.0.1"
-    print(f"LoRA Studio: open http://{'localhost' if not listen else host}:{port}/ (projects in {ctx.root})", flush=True)
-    uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning")
+    if access.warning():
+        print(access.warning(), flush=True)
+    where = "localhost" if not access.listen else access.host
+    signin = f", sign in as {', '.join(u for u, _ in access.logins)}" if access.logins else ""
+    print(f"LoRA Studio: open http://{where}:{port}/ (projects in {ctx.root}{signin})", flush=True)
+    uvicorn.run(create_app(ctx, access.logins), host=access.host, port=port, log_level="warning")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,12 +89,6 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Studio:
     url: str
@@ -108,27 +99,16 @@ class Studio:
 @pytest.fixture
 def studio(tmp_path):
     """The standalone studio on a fresh root, served in this process on a free loopback port."""
-    import uvicorn
-
     from lora_trainer.ui.context import StudioContext
     from lora_trainer.ui.standalone import create_app
+    from tests.gradio_wire import served
 
     root = tmp_path / "studio"
     ctx = StudioContext.for_root(root)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        if not thread.is_alive() or time.time() > deadline:
-            pytest.fail("the studio server did not start")
-        time.sleep(0.05)
-    try:
-        yield Studio(f"http://127.0.0.1:{port}/", root, ctx)
-    finally:
-        for job in ctx.jobs.jobs():
-            if not job.status.finished:
-                ctx.jobs.cancel(job.id)
-        server.should_exit = True
-        thread.join(15)
+    with served(create_app(ctx)) as base:
+        try:
+            yield Studio(f"{base}/", root, ctx)
+        finally:
+            for job in ctx.jobs.jobs():
+                if not job.status.finished:
+                    ctx.jobs.cancel(job.id)

@@ -22,7 +22,7 @@ from ...dataset.scrape import ScrapeOptions, ScrapeResult, download, preview
 from ...errors import StudioError
 from ...jobs import Job
 from ...progress import ProgressEvent
-from ..compat import on, update, upload_root, uploaded_paths
+from ..compat import on, received_uploads, update
 from ..context import StudioContext
 from .common import error_message, guarded, message, project_of
 
@@ -111,23 +111,12 @@ class Overview:
 # 2a. Import
 
 
-def _under(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
-
-
 def import_sources(ctx: StudioContext, path_text: str, files) -> list[Path]:
-    """The typed path (confined to the allowed folders) and the uploaded files (in gradio's upload folder)."""
+    """The typed path (confined to the allowed folders) and the files the browser uploaded."""
     sources = []
     if path_text and path_text.strip():
         sources.append(ctx.paths.confine(path_text))
-    for p in uploaded_paths(files):
-        if not _under(p, upload_root()):  # only what the browser uploaded, never a path smuggled in
-            raise StudioError(f"{p} is not an uploaded file.", "Upload the files again.")
-        sources.append(p)
+    sources += received_uploads(files)
     if not sources:
         raise StudioError("Nothing to import.", "Type a folder or .zip path on the server, or upload images.")
     return sources
