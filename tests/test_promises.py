@@ -23,6 +23,7 @@ from lora_trainer.paths import NAME_MAX_BYTES, inside
 from tests.booru_server import FakeBooru, FakePost, make_image
 from tests.gradio_wire import GRADIO_4
 from tests.test_dataset_booru import fast_http
+from tests.test_host_webui_api import studio as studio  # a fixture: a project and a tiny model host
 
 # Shapes of a name that must never become a path outside its folder (or a path at all).
 HOSTILE_NAMES = [
@@ -329,7 +330,7 @@ def test_listen_without_a_login_is_refused_before_anything_starts(tmp_path, caps
 
 
 def test_logins_are_read_as_the_webui_writes_them(tmp_path):
-    from lora_trainer.ui.auth import ServeAccess, parse_credentials
+    from lora_trainer.logins import ServeAccess, parse_credentials
 
     assert parse_credentials("ann:pw, bob:a:b:c") == [("ann", "pw"), ("bob", "a:b:c")]
     logins = tmp_path / "logins.txt"
@@ -375,3 +376,45 @@ def test_a_login_guards_the_page_its_uploads_and_its_events(tmp_path):
                                                             False, 2048, False, False])
         assert ctx.jobs.get(job_id).wait(60)
         assert [p.name for p in ctx.jobs.get(job_id).result.imported] == ["mine.png"]
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Every path an HTTP API body names passes the tab's confinement (TrainConfig.with_paths)
+
+
+def test_the_api_trains_only_on_paths_the_tab_allows(studio, tmp_path):
+    from lora_trainer.host.webui_api import PREFIX
+    from tests.test_host_webui_api import FAST, client
+
+    ctx, project = studio
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    keep = outside / "alice-01.safetensors"
+    keep.write_bytes(b"the user's own file")
+    write_png(outside / "pics" / "a.png", 6)
+    c = client(ctx)
+    for field, value in [("output_dir", str(outside)), ("checkpoint", str(outside / "model.safetensors")),
+                         ("vae", "../../elsewhere/vae.safetensors"), ("network_weights", str(keep)),
+                         ("datasets", [{"path": str(outside / "pics"), "repeats": 1}]),
+                         ("datasets", [{"path": "../../elsewhere/pics", "repeats": 1}])]:
+        r = c.post(f"{PREFIX}/train", json={"project": "alice", "config": {**FAST, field: value}})
+        assert r.status_code == 400, (field, r.text)
+        assert "outside the folders LoRA Studio may use" in r.json()["error"], r.json()
+    assert ctx.jobs.jobs() == []
+    assert keep.read_bytes() == b"the user's own file" and files_under(outside) == {"alice-01.safetensors", "pics", "pics/a.png"}
+
+
+def test_the_tab_reads_no_dataset_outside_the_allowed_folders(tmp_path):
+    from lora_trainer.project import create_project
+    from lora_trainer.train.config import DatasetFolder, TrainConfig
+    from lora_trainer.ui.context import StudioContext
+    from lora_trainer.ui.train.session import check
+
+    ctx = StudioContext.for_root(tmp_path / "studio")
+    project = create_project(ctx.root, "alice")
+    write_png(tmp_path / "elsewhere" / "a.png", 7)
+    config = TrainConfig.sd15_defaults().replace(checkpoint="model.safetensors",
+                                                 datasets=[DatasetFolder(path=str(tmp_path / "elsewhere"))])
+    result = check(ctx, project, config)
+    assert any("outside the folders LoRA Studio may use" in e for e in result.errors)
+    assert result.train_images == 0  # the folder was not even listed

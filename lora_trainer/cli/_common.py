@@ -75,7 +75,7 @@ def add_serve_arguments(parser) -> None:
 
 def serve_studio(args, root: Path) -> int:
     """Start the standalone studio on `root` as the serve arguments ask (refused when open to the network)."""
-    from ..ui.auth import ServeAccess
+    from ..logins import ServeAccess
     from ..ui.context import StudioContext
     from ..ui.standalone import serve
 

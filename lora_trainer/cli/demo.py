@@ -62,7 +62,7 @@ def ensure_demo_project(root):
 
 
 def run(args) -> int:
-    from ..ui.auth import ServeAccess
+    from ..logins import ServeAccess
     from ._common import root_of, serve_studio
 
     root = root_of(args)

@@ -73,6 +73,7 @@ def start_training(ctx: StudioContext, project_name: str, overrides: dict[str, A
     if not section.get("arch") and not section.get("checkpoint"):
         section["arch"] = ctx.host.model_arch()  # the loaded model's family picks the defaults
     config = TrainConfig.from_toml_dict(section, f"[train] of {project.toml_path} with the request's config")
+    config = config.with_paths(project.dir, ctx.paths.confine)  # the tab's confinement, for every path the body names
     title = f"Training {project.name}"
     host = ctx.host
 
@@ -168,12 +169,9 @@ def cancel_job(ctx: StudioContext, job_id: str) -> Job:
 
 def parse_api_auth(text: str | None) -> dict[str, str]:
     """`--api-auth "u1:p1,u2:p2"` -> {user: password}, as modules/api/api.py reads it."""
-    out: dict[str, str] = {}
-    for item in (text or "").split(","):
-        if item.strip():
-            user, _, password = item.strip().partition(":")
-            out[user] = password
-    return out
+    from ..logins import parse_credentials
+
+    return dict(parse_credentials(text or "", "--api-auth"))
 
 
 def register_routes(app, context: Callable[[], StudioContext], credentials: dict[str, str] | None = None) -> None:
@@ -288,6 +286,11 @@ def on_app_started(context: Callable[[], StudioContext]):
         opts = shared.cmd_opts
         if not (getattr(opts, "api", False) or getattr(opts, "nowebui", False)):
             return
-        register_routes(app, context, parse_api_auth(getattr(opts, "api_auth", None)) or None)
+        try:
+            credentials = parse_api_auth(getattr(opts, "api_auth", None))
+        except StudioError as e:  # the WebUI's own API refuses such a flag too; ours stays closed
+            print(f"LoRA Studio: the API routes are not added: {e}", flush=True)
+            return
+        register_routes(app, context, credentials or None)
 
     return started

@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,9 @@ class DatasetFolder:
     repeats: int = 10  # the guide's num_repeats (kohya num_repeats)
     is_regularization: bool = False  # kohya is_reg: balanced to the training images, weighted by prior_loss_weight
     class_tokens: str = ""  # caption of images without a caption file ("" = the project name)
+
+
+PATH_SETTINGS = ("checkpoint", "vae", "network_weights", "output_dir")  # besides datasets[].path
 
 
 @dataclass
@@ -284,6 +287,22 @@ class TrainConfig:
             return None
         path = Path(self.checkpoint).expanduser()
         return path if path.is_absolute() else Path(project_dir) / path
+
+    def with_paths(self, project_dir: str | Path, confine: Callable[[Path], Path]) -> TrainConfig:
+        """This config with every path it names made absolute against the project folder and passed
+        through `confine`, the one check of where a path may point (it raises a StudioError): the
+        model files and the output folder; the dataset folders are checked the same way. An empty
+        path stays empty (the defaults)."""
+        base = Path(project_dir)
+
+        def fix(text: str) -> str:
+            path = Path(text.strip()).expanduser()
+            return str(confine(path if path.is_absolute() else base / path))
+
+        changes = {name: fix(getattr(self, name)) for name in PATH_SETTINGS if getattr(self, name).strip()}
+        for folder in self.datasets:  # checked, but kept as written: a project with relative folders can move
+            fix(folder.path or ".")
+        return self.replace(**changes)
 
     def resolve_folders(self, project_dir: str | Path) -> list[DatasetFolder]:
         """The dataset folders with relative paths made absolute against the project folder."""

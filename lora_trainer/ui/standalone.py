@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..logins import ServeAccess
 from .app import build_tab
-from .auth import ServeAccess
 from .compat import enable_queue, mount
 from .context import StudioContext
 

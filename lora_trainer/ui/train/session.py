@@ -123,17 +123,10 @@ def first_tags(dataset) -> tuple[str, int, int]:
 
 
 def resolve_paths(ctx: StudioContext, project: Project, config: TrainConfig) -> TrainConfig:
-    """The config with every typed path made absolute and confined to the allowed folders.
-
-    A relative path is inside the project folder, as the dataset folders and the checkpoint are
-    (TrainConfig.checkpoint_path), so `demo-model.safetensors` is the project's own model."""
-    changes = {}
-    for name in ("checkpoint", "vae", "network_weights", "output_dir"):
-        text = getattr(config, name).strip()
-        if text:
-            path = Path(text).expanduser()
-            changes[name] = str(ctx.paths.confine(path if path.is_absolute() else project.dir / path))
-    return config.replace(**changes)
+    """The config with every path it names made absolute and confined to the allowed folders
+    (TrainConfig.with_paths: a relative path is inside the project folder, as the dataset folders
+    and the checkpoint are, so `demo-model.safetensors` is the project's own model)."""
+    return config.with_paths(project.dir, ctx.paths.confine)
 
 
 def model_problem(ctx: StudioContext, config: TrainConfig) -> str:
@@ -164,19 +157,21 @@ def check(ctx: StudioContext, project: Project, config: TrainConfig) -> Check:
     from ...train.data import load_dataset, plan_summary
 
     out = Check()
+    dataset = None
     try:
         resolved = resolve_paths(ctx, project, config)
-    except StudioError as e:
+    except StudioError as e:  # nothing is read from a path that is not allowed
         out.errors.append(str(e))
-        resolved = config.replace(checkpoint="", vae="", network_weights="", output_dir="")
-    if ctx.host is None and not resolved.checkpoint:
+        resolved = None
+    if ctx.host is None and not (resolved or config).checkpoint:
         out.errors.append("Model file is empty: there is no model to train on. Type the path of an SD1.5 or SDXL "
                           ".safetensors checkpoint.")
-    try:
-        dataset = load_dataset(resolved, project.dir)
-    except StudioError as e:
-        out.errors.append(str(e))
-        dataset = None
+    if resolved is not None:
+        try:
+            dataset = load_dataset(resolved, project.dir)
+        except StudioError as e:
+            out.errors.append(str(e))
+    resolved = resolved or config.replace(checkpoint="", vae="", network_weights="", output_dir="")
     problems = validate(resolved, dataset.summary if dataset is not None else None)
     for p in problems:
         (out.errors if p.is_error else out.warnings).append(problem_sentence(p.field, p.value, p.message, p.fix))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StudioError
+from .errors import StudioError
 
 Credentials = list[tuple[str, str]]
 
