@@ -2,7 +2,8 @@
 
 Everything is served from memory on 127.0.0.1 (port 0). Faults are planned per path:
 `fail[path] = [500, 503]` answers those statuses first, `slow[path] = [2.0]` delays the next
-answers, `truncate[path] = n` sends the next n answers with a Content-Length larger than the body.
+answers, `truncate[path] = n` sends the next n answers with a Content-Length larger than the body,
+and a path in `unsized` is answered without a Content-Length (the end of the body closes the connection).
 Every request is logged with its time, so tests can count requests and check spacing.
 """
 
@@ -70,6 +71,7 @@ class FakeBooru:
     fail: dict[str, list[int]] = field(default_factory=dict)
     slow: dict[str, list[float]] = field(default_factory=dict)
     truncate: dict[str, int] = field(default_factory=dict)
+    unsized: set[str] = field(default_factory=set)
     log: list[tuple[float, str, dict]] = field(default_factory=list)  # (time, path, query)
     user_agents: set[str] = field(default_factory=set)
 
@@ -151,6 +153,7 @@ class FakeBooru:
             truncate = self.truncate.get(path, 0) > 0
             if truncate:
                 self.truncate[path] -= 1
+            sized = path not in self.unsized
         if delay:
             time.sleep(delay)
         if status is not None:
@@ -164,7 +167,7 @@ class FakeBooru:
         name = path.rsplit("/", 1)[-1]
         for p in self.posts:
             if path.startswith("/images/") and name == p.name:
-                return self._send(h, 200, p.data, "image/png", truncate)
+                return self._send(h, 200, p.data, "image/png", truncate, sized)
             if path.startswith("/samples/") and name == f"sample_{p.md5}.jpg" and p.sample:
                 return self._send(h, 200, p.sample, "image/jpeg", truncate)
             if path.startswith("/thumbnails/") and name == f"thumbnail_{p.md5}.jpg":
@@ -224,11 +227,15 @@ class FakeBooru:
         FakeBooru._send(h, status, json.dumps(obj).encode(), "application/json")
 
     @staticmethod
-    def _send(h, status: int, body: bytes, ctype: str, truncate: bool = False) -> None:
+    def _send(h, status: int, body: bytes, ctype: str, truncate: bool = False, sized: bool = True) -> None:
         try:
             h.send_response(status)
             h.send_header("Content-Type", ctype)
-            h.send_header("Content-Length", str(len(body) + (1000 if truncate else 0)))
+            if sized:
+                h.send_header("Content-Length", str(len(body) + (1000 if truncate else 0)))
+            else:
+                h.close_connection = True
+                h.send_header("Connection", "close")
             h.end_headers()
             h.wfile.write(body[: len(body) // 2] if truncate else body)
             h.wfile.flush()

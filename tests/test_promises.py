@@ -238,6 +238,19 @@ def test_a_huge_or_damaged_zip_member_is_a_sentence(tmp_path):
     assert "in.zip:crc.png" in reasons and "Traceback" not in reasons["in.zip:crc.png"]
 
 
+def test_a_download_over_the_size_cap_is_refused_announced_or_not(tmp_path):
+    small = FakePost(1, "png", make_image(1), 16, 12, ("1girl",))
+    big = FakePost(2, "png", make_image(2) + b"\0" * 5000, 16, 12, ("1girl",))
+    big_unsized = FakePost(3, "png", make_image(3) + b"\0" * 5000, 16, 12, ("1girl",))
+    with booru_with([small, big, big_unsized]) as fake:
+        fake.unsized = {f"/images/ab/cd/{p.name}" for p in (small, big_unsized)}
+        result = download(GelbooruClient(api_url=fake.url + "/index.php", http=fast_http()), "1girl", tmp_path,
+                          ScrapeOptions(cap=5, max_file_bytes=2000))
+    assert files_under(tmp_path) == {small.name}
+    assert sorted(reason for _, reason in result.failed) == sorted(
+        f"{fake.url}/images/ab/cd/{p.name} is larger than 2000 bytes, so it is not downloaded." for p in (big, big_unsized))
+
+
 # ----------------------------------------------------------------------------------------------
 # 5. A visitor of the page can import only the files their browser uploaded, never a server file
 #    they name in the request (gradio 3 copies any named path; gradio 4's cache holds more than uploads)

@@ -46,6 +46,9 @@ class ScrapeOptions:
     # far beyond training size are swapped.
     max_side: int = 4096
     tags_as_captions: bool = False  # write the post's own tags as <name>.txt (underscores -> spaces)
+    # A bigger file is refused (Content-Length, or counted as it arrives when a server sends none):
+    # Danbooru and Gelbooru take uploads of at most 50-100 MB, so more is not a picture.
+    max_file_bytes: int = 200 << 20
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,11 @@ class TruncatedDownload(Exception):
     pass
 
 
+def _too_large(url: str, max_bytes: int) -> NetworkError:
+    size = f"{max_bytes >> 20} MB" if max_bytes >= 1 << 20 else f"{max_bytes} bytes"
+    return NetworkError(f"{redact_url(url)} is larger than {size}, so it is not downloaded.")
+
+
 def fetch_to_file(
     http: Http,
     url: str,
@@ -136,8 +144,11 @@ def fetch_to_file(
     verify: Callable[[Path], object] | None = None,
     cancel: CancelToken | None = None,
     chunk: int = 1 << 16,
+    max_bytes: int | None = None,
 ) -> str:
     """Download `url` to `dest` through `<dest>.part`; return the md5 of the bytes.
+
+    More than `max_bytes` (announced, or counted while it arrives) raises NetworkError at once.
 
     A short body (fewer bytes than Content-Length, or a dropped connection) is retried as often as
     the Http config allows, then raises NetworkError. `verify(part)` may raise to refuse the file.
@@ -157,15 +168,19 @@ def fetch_to_file(
                 # Content-Length counts the bytes on the wire; with gzip they differ from what we write
                 encoded = r.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
                 expected = None if encoded else r.headers.get("Content-Length")
+                if max_bytes is not None and expected is not None and expected.isdigit() and int(expected) > max_bytes:
+                    raise _too_large(url, max_bytes)
                 h, got = hashlib.md5(), 0
                 try:
                     with open(part, "wb") as f:
                         for block in r.iter_content(chunk):
                             if cancel is not None:
                                 cancel.raise_if_cancelled()
+                            got += len(block)
+                            if max_bytes is not None and got > max_bytes:
+                                raise _too_large(url, max_bytes)
                             f.write(block)
                             h.update(block)
-                            got += len(block)
                         f.flush()
                         os.fsync(f.fileno())  # the rename below must publish complete bytes, even after a power cut
                     if expected is not None and expected.isdigit() and got != int(expected):
@@ -246,7 +261,8 @@ def download(
             progress(ProgressEvent(log=f"skip post {post.id}: {dest.name} already exists"))
             continue
         try:
-            digest = fetch_to_file(client.http, url, dest, verify=inspect_image, cancel=cancel)
+            digest = fetch_to_file(client.http, url, dest, verify=inspect_image, cancel=cancel,
+                                   max_bytes=options.max_file_bytes)
         except (NetworkError, BadImage) as e:
             result.failed.append((redact_url(url), e.message))
             progress(ProgressEvent(log=f"skip post {post.id}: {e.message}"))
