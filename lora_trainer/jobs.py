@@ -4,13 +4,15 @@ A job is a function `fn(progress, cancel) -> result` run in a thread. Its events
 state (fraction, ETA, text, log tail, history of `extra` values for charts), which the UI polls:
 state lives in the server process, so reloading the page re-attaches to a running job. At most one
 GPU-heavy job runs at a time; others wait in a FIFO queue. A `StudioError` becomes the job's plain
-message; any other exception becomes a short apology in the UI and a traceback in the job's log file.
+message; any other exception becomes a short apology in the UI, and its traceback goes to the server's
+console and the job's log file only, never to the log tail that pages and the API show.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import sys
 import threading
 import time
 import traceback
@@ -175,10 +177,14 @@ class JobManager:
         except StudioError as e:
             job.error = str(e)
             self._finish(job, JobStatus.ERROR, summary=f"{job.title}: {e}")
-        except Exception as e:  # a bug: the UI gets one sentence, the log gets everything
-            self._log(job, traceback.format_exc())
-            where = f" The details are in {job.log_path}." if job.log_path else ""
-            job.error = f"Something went wrong ({type(e).__name__}: {e}).{where}"
+        except Exception as e:  # a bug: the UI gets one sentence, the server keeps the traceback
+            report = traceback.format_exc()
+            print(f"LoRA Studio: job {job.id} ({job.title}) failed:\n{report}", file=sys.stderr, flush=True)
+            self._log(job, f"{type(e).__name__} (job {job.id}): the traceback is in the server's console", detail=report)
+            first = (str(e).splitlines() or [""])[0][:200]
+            where = f" and in the job log {job.log_path.name}" if job.log_path else ""
+            job.error = (f"Something went wrong ({type(e).__name__}: {first}). The details are in the server's "
+                         f"console{where} (job {job.id}).")
             self._finish(job, JobStatus.ERROR, summary=f"{job.title}: failed ({type(e).__name__})")
         else:
             if job.cancel_token.cancelled:
@@ -210,13 +216,14 @@ class JobManager:
         self._log(job, summary)
         job._done.set()
 
-    def _log(self, job: Job, line: str) -> None:
+    def _log(self, job: Job, line: str, detail: str = "") -> None:
+        """`line` to the log tail (what pages show) and the log file; `detail` to the file only."""
         stamp = time.strftime("%H:%M:%S")
         for part in line.rstrip("\n").split("\n"):
             job.log_tail.append(f"{stamp} {part}")
         if job.log_path:
             with open(job.log_path, "a", encoding="utf-8") as f:  # a log is appended to, not replaced
-                f.write(f"{stamp} {line.rstrip()}\n")
+                f.write(f"{stamp} {line.rstrip()}\n" + (detail.rstrip() + "\n" if detail else ""))
 
 
 def _fmt(seconds: float) -> str:
