@@ -23,6 +23,21 @@ import httpx
 GRADIO_4 = int(gr.__version__.split(".")[0]) >= 4
 
 
+def studio_app(ctx, **kwargs):
+    """The standalone studio's app for `ctx`, built as `serve` builds it.
+
+    gradio 4 makes its queue's lock when the Blocks is made, from the thread's event loop; after
+    any asyncio.run() in this thread (another test's) there is none, the lock is None, and every
+    event fails. A program builds its Blocks before any asyncio.run; a test gives it a loop.
+    """
+    import asyncio
+
+    from lora_trainer.ui.standalone import create_app
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    return create_app(ctx, **kwargs)
+
+
 @contextlib.contextmanager
 def served(app, start_timeout: float = 60) -> Iterator[str]:
     """The base URL of `app` served on 127.0.0.1 (a free port) until the block ends."""

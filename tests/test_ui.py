@@ -121,10 +121,9 @@ def test_progress_html_states():
 
 
 def test_standalone_app_serves_the_tab_over_loopback(ctx):
-    from lora_trainer.ui.standalone import create_app
-    from tests.gradio_wire import served
+    from tests.gradio_wire import served, studio_app
 
-    with served(create_app(ctx)) as base:
+    with served(studio_app(ctx)) as base:
         page = urllib.request.urlopen(f"{base}/", timeout=10).read().decode()
         assert "function askProjectsOnce()" in page  # javascript/lora_studio.js injected, as the WebUI does
         assert "#lora_studio_poll" in page  # style.css injected

@@ -100,12 +100,11 @@ class Studio:
 def studio(tmp_path):
     """The standalone studio on a fresh root, served in this process on a free loopback port."""
     from lora_trainer.ui.context import StudioContext
-    from lora_trainer.ui.standalone import create_app
-    from tests.gradio_wire import served
+    from tests.gradio_wire import served, studio_app
 
     root = tmp_path / "studio"
     ctx = StudioContext.for_root(root)
-    with served(create_app(ctx)) as base:
+    with served(studio_app(ctx)) as base:
         try:
             yield Studio(f"{base}/", root, ctx)
         finally:
