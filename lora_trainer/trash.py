@@ -5,10 +5,15 @@ files a bulk tag edit rewrote) is one *batch* under `<project>/.trash/<batch-id>
 their paths relative to the project folder, and `manifest.json` records where each came from and
 why. `restore(batch)` puts a batch back; a file that has since reappeared at the original place
 is itself moved to a new batch first, so even an undo loses nothing.
+
+The manifest is written before the first file moves (the intent) and again, marked complete, after
+the last: a batch cut short by a kill or a full disk, or one whose manifest is missing or torn, is
+still listed, with a warning, from the files it holds, and restores them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -32,6 +37,13 @@ class TrashBatch:
     files: tuple[str, ...]  # paths relative to the project folder, as they were before removal
     kept_original: bool  # True for copies (the originals stayed in place), False for moves
     new_files: tuple[str, ...] = ()  # files that did not exist before the edit: restoring removes them (to a new batch)
+    complete: bool = True  # False: cut short, or its manifest is missing or torn (files = what the batch holds)
+
+    def warning(self) -> str:
+        if self.complete:
+            return ""
+        return ("This batch was cut short (or its record is damaged): it lists the files it holds, and restoring "
+                "puts those back.")
 
 
 def _new_batch_dir(project_dir: Path) -> Path:
@@ -74,6 +86,9 @@ def _stash(project_dir: Path, paths: Iterable[str | os.PathLike], reason: str, c
     if not rels and not new_files:
         return None
     batch_dir = _new_batch_dir(project_dir)
+    files = tuple(r.as_posix() for r in rels)
+    intent = TrashBatch(batch_dir.name, reason, time.time(), files, copy, new_files, complete=False)
+    _write_manifest(batch_dir, intent)  # before anything moves: a kill from here on leaves a listed batch
     for rel in rels:
         dest = batch_dir / "files" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +96,7 @@ def _stash(project_dir: Path, paths: Iterable[str | os.PathLike], reason: str, c
             shutil.copy2(project_dir / rel, dest)
         else:
             shutil.move(str(project_dir / rel), str(dest))
-    batch = TrashBatch(batch_dir.name, reason, time.time(), tuple(r.as_posix() for r in rels), copy, new_files)
+    batch = dataclasses.replace(intent, complete=True)
     _write_manifest(batch_dir, batch)
     return batch
 
@@ -100,19 +115,46 @@ def keep_copies(project_dir: str | os.PathLike, paths: Iterable[str | os.PathLik
     return _stash(Path(project_dir), paths, reason, copy=True)
 
 
+def _held_files(batch_dir: Path) -> tuple[str, ...]:
+    root = batch_dir / "files"
+    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()))
+
+
+def _read_batch(batch_dir: Path) -> TrashBatch | None:
+    """A batch as its manifest records it; cut short or unreadable: as far as known, with the files it
+    holds; None for a folder that holds nothing (made, then killed before the first move)."""
+    try:
+        data = json.loads((batch_dir / MANIFEST).read_text("utf-8"))
+        data["files"] = tuple(data["files"])
+        data["new_files"] = tuple(data.get("new_files", ()))
+        batch = TrashBatch(**data)
+    except (OSError, ValueError, TypeError, KeyError):
+        batch = None
+    if batch is not None and batch.complete:
+        return batch
+    held = _held_files(batch_dir)
+    if batch is not None:  # the intent was written: the files it names that did move
+        return dataclasses.replace(batch, files=tuple(f for f in batch.files if f in held))
+    if not held:
+        return None
+    try:
+        created = batch_dir.stat().st_mtime
+    except OSError:
+        created = 0.0
+    return TrashBatch(batch_dir.name, "unknown (the batch's record is missing or damaged)", created, held, False,
+                      complete=False)
+
+
 def list_batches(project_dir: str | os.PathLike) -> list[TrashBatch]:
-    """All batches of a project, newest first. Batches with an unreadable manifest are skipped."""
+    """All batches of a project, newest first, those cut short or with a damaged manifest too."""
     base = Path(project_dir) / TRASH_DIR
     batches = []
     if base.is_dir():
         for d in base.iterdir():
-            try:
-                data = json.loads((d / MANIFEST).read_text("utf-8"))
-                data["files"] = tuple(data["files"])
-                data["new_files"] = tuple(data.get("new_files", ()))
-                batches.append(TrashBatch(**data))
-            except (OSError, ValueError, TypeError, KeyError):
-                continue
+            if d.is_dir() and not d.is_symlink():
+                batch = _read_batch(d)
+                if batch is not None:
+                    batches.append(batch)
     return sorted(batches, key=lambda b: b.batch_id, reverse=True)
 
 
@@ -133,5 +175,6 @@ def restore(project_dir: str | os.PathLike, batch_id: str) -> TrashBatch | None:
         if src.exists():
             (project_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(src), str(project_dir / rel))
-    shutil.rmtree(batch_dir)  # only the manifest and empty folders are left at this point
+    if not _held_files(batch_dir):  # only the manifest and empty folders are left
+        shutil.rmtree(batch_dir)
     return displaced

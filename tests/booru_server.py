@@ -9,6 +9,7 @@ Every request is logged with its time, so tests can count requests and check spa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -241,3 +242,31 @@ class FakeBooru:
             h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
             pass
+
+
+@contextlib.contextmanager
+def serve_text(body: str, redirect_to: str | None = None):
+    """A loopback server that answers every GET with `body` as JSON, or with a redirect to
+    `redirect_to` (itself, for a loop); yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if redirect_to is not None:
+                self.send_response(302)
+                self.send_header("Location", redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            FakeBooru._send(self, 200, body.encode(), "application/json")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -360,6 +360,19 @@ def test_load_weights_into_existing_network(tmp_path, sd15):
     assert all("resnets" in k or "samplers" in k for k in report.missing_keys)
 
 
+def test_weights_that_match_no_module_are_refused_not_trained_from_scratch(tmp_path, sd15):
+    path = _write(
+        tmp_path / "elsewhere.safetensors",
+        {
+            "lora_unet_no_such_block_proj.lora_down.weight": torch.zeros(2, 8),
+            "lora_unet_no_such_block_proj.lora_up.weight": torch.zeros(8, 2),
+        },
+    )
+    with pytest.raises(StudioError, match="elsewhere.safetensors: none of its 1 modules is a module of this network") as e:
+        load_weights(create_network(sd15, NetworkConfig(dim=2, alpha=1)), path)
+    assert "leave 'network weights' empty" in e.value.fix
+
+
 @pytest.mark.parametrize("mode", ["hooks", "merge"])
 def test_apply_loras_and_restore(tmp_path, sd15, mode):
     a = save_network(trained_like(create_network(sd15, NetworkConfig(dim=4, alpha=4, conv_dim=2)), seed=1), tmp_path / "a.safetensors", precision="fp32")

@@ -173,7 +173,7 @@ def test_zip_members_with_hostile_names_are_refused_and_the_rest_imported(tmp_pa
     assert len(summary.rejected) == len(members) - 1
     assert all(r.path.startswith("in.zip:") for r in summary.rejected)
     assert not Path("/tmp/escaped.png").exists()
-    assert files_under(tmp_path) == {"in.zip", "dataset", "dataset/good", "dataset/good/ok.png"}
+    assert files_under(tmp_path) - {".cache", ".cache/import-origins.json"} == {"in.zip", "dataset", "dataset/good", "dataset/good/ok.png"}
 
 
 def test_a_symlinked_folder_in_the_dataset_does_not_carry_an_import_out(tmp_path):
@@ -261,12 +261,11 @@ def live_studio(tmp_path):
     """The standalone studio served on loopback with a project 'alice', and a client that speaks the wire."""
     from lora_trainer.project import create_project
     from lora_trainer.ui.context import StudioContext
-    from lora_trainer.ui.standalone import create_app
-    from tests.gradio_wire import Wire, served
+    from tests.gradio_wire import Wire, served, studio_app
 
     ctx = StudioContext.for_root(tmp_path / "studio")
     project = create_project(ctx.root, "alice")
-    with served(create_app(ctx)) as base:
+    with served(studio_app(ctx)) as base:
         yield ctx, project, Wire(base)
 
 
@@ -368,13 +367,12 @@ def test_a_login_guards_the_page_its_uploads_and_its_events(tmp_path):
 
     from lora_trainer.project import create_project
     from lora_trainer.ui.context import StudioContext
-    from lora_trainer.ui.standalone import create_app
-    from tests.gradio_wire import Wire, served
+    from tests.gradio_wire import Wire, served, studio_app
 
     ctx = StudioContext.for_root(tmp_path / "studio")
     create_project(ctx.root, "alice")
     picture = write_png(tmp_path / "mine.png", 4)
-    with served(create_app(ctx, logins=(("ann", "s3cret"),))) as base:
+    with served(studio_app(ctx, logins=(("ann", "s3cret"),))) as base:
         stranger = httpx.Client(base_url=base, timeout=30)
         assert stranger.get("/config").status_code == 401
         with open(picture, "rb") as f:
@@ -431,3 +429,348 @@ def test_the_tab_reads_no_dataset_outside_the_allowed_folders(tmp_path):
     result = check(ctx, project, config)
     assert any("outside the folders LoRA Studio may use" in e for e in result.errors)
     assert result.train_images == 0  # the folder was not even listed
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. Nothing is lost when a move or a write is cut short (a kill, a full disk), and what a killed
+#    write left behind is cleaned up by the next run of the same operation
+
+
+def test_a_trash_batch_cut_short_is_listed_and_restores(tmp_path, monkeypatch):
+    import shutil
+
+    from lora_trainer import trash
+    from lora_trainer.project import create_project
+
+    project = create_project(tmp_path, "alice")
+    files = {name: f"picture {name}".encode() for name in ("a.png", "b.png", "c.png")}
+    for name, data in files.items():
+        (project.dataset_dir / name).write_bytes(data)
+    real_move, moved = shutil.move, []
+
+    def move_then_fail(src, dst):
+        if len(moved) == 1:
+            raise OSError(28, "No space left on device")
+        moved.append(src)
+        return real_move(src, dst)
+
+    monkeypatch.setattr(shutil, "move", move_then_fail)
+    with pytest.raises(OSError):
+        trash.move_to_trash(project.dir, [project.dataset_dir / n for n in files], "duplicates")
+    monkeypatch.setattr(shutil, "move", real_move)
+    (batch,) = trash.list_batches(project.dir)
+    assert not batch.complete and "cut short" in batch.warning() and batch.files == ("dataset/a.png",)
+    trash.restore(project.dir, batch.batch_id)
+    assert {p.name: p.read_bytes() for p in project.dataset_dir.iterdir()} == files
+    assert trash.list_batches(project.dir) == []
+
+
+@pytest.mark.parametrize("damage", ["missing", "torn", "not json"])
+def test_a_trash_batch_with_a_damaged_manifest_is_listed_and_restores(tmp_path, damage):
+    from lora_trainer import trash
+    from lora_trainer.project import create_project
+
+    project = create_project(tmp_path, "alice")
+    (project.dataset_dir / "sub").mkdir()
+    files = {"a.png": b"picture a", "sub/b.txt": b"a caption"}
+    for name, data in files.items():
+        (project.dataset_dir / name).write_bytes(data)
+    batch = trash.move_to_trash(project.dir, [project.dataset_dir / n for n in files], "duplicates")
+    manifest = project.dir / trash.TRASH_DIR / batch.batch_id / trash.MANIFEST
+    if damage == "missing":
+        manifest.unlink()
+    else:
+        manifest.write_text(manifest.read_text()[:20] if damage == "torn" else "\x00\x00")
+    (listed,) = trash.list_batches(project.dir)
+    assert listed.batch_id == batch.batch_id and not listed.complete
+    assert listed.files == ("dataset/a.png", "dataset/sub/b.txt") and "damaged" in listed.reason
+    trash.restore(project.dir, listed.batch_id)
+    assert {n: (project.dataset_dir / n).read_bytes() for n in files} == files
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temp_files_of_a_killed_write_are_removed_by_the_next_edit(tmp_path):
+    from lora_trainer.dataset.tag_editor import rewrite_captions
+    from lora_trainer.fileio import clean_leftovers
+    from lora_trainer.project import create_project
+
+    project = create_project(tmp_path, "alice")
+    ds = project.dataset_dir
+    gone = dead_pid()
+    leftover = ds / f".a.txt.{gone}.k3x9.tmp"
+    part = ds / f".abc.png.{gone}.q1.part"
+    live = ds / f".b.txt.{os.getpid()}.zz.tmp"  # this process is writing it
+    users = [ds / ".notes.tmp", ds / f"a.{gone}.b.tmp", ds / "draft.part"]  # not names we make
+    for p in (leftover, part, live, *users):
+        p.write_text("x")
+    assert clean_leftovers(tmp_path / "nowhere") == []
+    rewrite_captions(project.dir, {ds / "a.txt": "1girl"}, "tag edit: test")
+    assert not leftover.exists() and not part.exists()
+    assert live.exists() and all(p.exists() for p in users)
+    assert (ds / "a.txt").read_text() == "1girl"
+
+
+def test_written_files_get_the_umask_and_replaced_files_keep_their_mode(tmp_path):
+    import stat
+
+    from lora_trainer.fileio import UMASK, write_text
+
+    write_text(tmp_path / "new.txt", "x")
+    assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o666 & ~UMASK  # not mkstemp's 0600
+    (tmp_path / "shared.txt").write_text("old")
+    os.chmod(tmp_path / "shared.txt", 0o664)
+    write_text(tmp_path / "shared.txt", "new")
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o664
+
+
+# ----------------------------------------------------------------------------------------------
+# 9. One training (and one bulk caption write) per project at a time, across processes; the lock
+#    of a killed run is free again
+
+
+def test_a_second_training_of_a_project_is_refused_with_a_sentence(studio):
+    from lora_trainer.host.webui_api import PREFIX
+    from lora_trainer.locks import hold
+    from tests.test_host_webui_api import FAST, client, wait
+
+    ctx, project = studio
+    c = client(ctx)
+    with hold(project.dir, "training", "A training of alice"):
+        job = wait(c, c.post(f"{PREFIX}/train", json={"project": "alice", "config": FAST}).json()["job"]["id"])
+    assert job["status"] == "error"
+    assert job["error"].startswith(f"A training of alice is already running on this project (process {os.getpid()}, since ")
+    assert not list(project.output_dir.glob("*.safetensors"))
+
+
+def test_the_lock_of_a_killed_process_is_free_again(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from lora_trainer.locks import hold
+
+    code = ("import sys, time; from lora_trainer.locks import hold\n"
+            "with hold(sys.argv[1], 'training', 'A training of bob'):\n"
+            "    print('held', flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(StudioError, match=rf"A training of bob is already running on this project \(process {child.pid}"):
+            with hold(tmp_path, "training", "A training of alice"):
+                pass
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with hold(tmp_path, "training", "A training of alice") as path:
+        assert '"what": "A training of alice"' in path.read_text()
+    with hold(tmp_path, "training", "again"):  # released at the end of the block
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# 10. A picture trains as it looks: 16-bit and float greyscale are scaled, not clipped to white
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_a_16_bit_or_float_grey_picture_trains_as_its_picture(tmp_path, mode):
+    import numpy as np
+    from PIL import Image
+
+    from lora_trainer.train.data import load_image
+
+    ramp = np.tile(np.linspace(0, 1, 64), (16, 1))  # black to white, left to right
+    scale = {"I;16": 65535, "I": 65535, "F": 1.0}[mode]
+    data = (ramp * scale).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])
+    path = tmp_path / ("grey.png" if mode != "F" else "grey.tiff")
+    Image.fromarray(data, mode).save(path)
+    with Image.open(path) as im:
+        assert im.mode in ("I;16", "I", "F")
+    rgb = np.asarray(load_image(path), dtype=np.float64)
+    assert rgb.shape == (16, 64, 3)
+    assert np.abs(rgb[..., 0] - ramp * 255).max() <= 1.0  # not white: the ramp, within rounding
+
+
+def test_the_cli_lists_and_restores_the_trash(tmp_path, capsys):
+    from lora_trainer import trash
+    from lora_trainer.cli import main
+    from lora_trainer.project import create_project
+
+    project = create_project(tmp_path, "alice")
+    (project.dataset_dir / "a.png").write_bytes(b"picture a")
+    batch = trash.move_to_trash(project.dir, [project.dataset_dir / "a.png"], "duplicates")
+    assert main(["trash", "--root", str(tmp_path), "--project", "alice"]) == 0
+    assert f"{batch.batch_id}" in capsys.readouterr().out
+    assert main(["trash", "--root", str(tmp_path), "--project", "alice", "--restore", "nope"]) == 2
+    assert "There is no trash batch 'nope'" in capsys.readouterr().err
+    assert main(["trash", "--root", str(tmp_path), "--project", "alice", "--restore", batch.batch_id]) == 0
+    assert f"Restored 1 files of batch {batch.batch_id} (duplicates)." in capsys.readouterr().out
+    assert (project.dataset_dir / "a.png").read_bytes() == b"picture a"
+    assert main(["trash", "--root", str(tmp_path), "--project", "alice"]) == 0
+    assert "The trash of alice is empty." in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# 11. A full disk is a sentence, and leaves the previous file as it was: caption edits, imports,
+#     the training state (run in a child process whose file size limit plays the full disk)
+
+FULL_DISK_CHILD = r"""
+import io, json, os, resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing the process
+root = Path(sys.argv[1])
+from PIL import Image
+import numpy as np
+import torch
+from lora_trainer.dataset.importer import import_into_dataset
+from lora_trainer.dataset.tag_editor import rewrite_captions
+from lora_trainer.errors import StudioError
+from lora_trainer.project import open_project
+from lora_trainer.train.state import save_state
+project = open_project(root, "alice")
+ds = project.dataset_dir
+Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(root / "noise.png")
+
+class State:
+    def to_dict(self):
+        return {"weights": torch.zeros(200_000)}
+
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+out = {}
+for name, run in [("caption", lambda: rewrite_captions(project.dir, {ds / "a.txt": "x" * 200_000}, "tag edit: big")),
+                  ("import", lambda: import_into_dataset([root / "noise.png"], ds, project.dir)),
+                  ("state", lambda: save_state(project.dir / "state.pt", State()))]:
+    try:
+        run()
+        out[name] = "no error"
+    except StudioError as e:
+        out[name] = str(e)
+    except BaseException as e:
+        out[name] = f"traceback: {type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+
+def test_a_full_disk_is_a_sentence_and_the_old_file_stays(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from lora_trainer.project import create_project
+
+    project = create_project(tmp_path, "alice")
+    (project.dataset_dir / "a.txt").write_text("1girl, smile")
+    (project.dir / "state.pt").write_bytes(b"the previous state")
+    child = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    for name, target in [("caption", project.dataset_dir / "a.txt"), ("import", project.dataset_dir / "noise.png"),
+                         ("state", project.dir / "state.pt")]:
+        assert out[name].startswith(f"There is no room on the disk to write {target}."), (name, out[name])
+    assert (project.dataset_dir / "a.txt").read_text() == "1girl, smile"
+    assert (project.dir / "state.pt").read_bytes() == b"the previous state"
+    assert sorted(p.name for p in project.dataset_dir.iterdir()) == ["a.txt"]  # no picture, no temp file
+    assert not [p for p in project.dir.iterdir() if p.name.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------------------------------
+# 12. Odd input that used to end in a traceback or in silence: each is a sentence
+
+
+def test_an_archive_with_a_file_and_a_folder_of_one_name_imports_what_it_can(tmp_path):
+    z = zip_with(tmp_path / "x.zip", {"a.png": make_image(1), "a.png/b.png": make_image(2)})
+    summary = import_into_dataset([z], tmp_path / "ds", tmp_path)
+    assert files_under(tmp_path / "ds") == {"a.png"}
+    assert [r.reason for r in summary.rejected] == ["its folder 'a.png' can not be made in the dataset: a file there has that name"]
+    z2 = zip_with(tmp_path / "y.zip", {"c.png/d.png": make_image(3), "c.png": make_image(4)})
+    import_into_dataset([z2], tmp_path / "ds2", tmp_path)
+    assert files_under(tmp_path / "ds2") == {"c.png", "c.png/d.png", "c_1.png"}  # renamed, nothing lost
+
+
+def test_pictures_that_are_left_alone_say_why(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "logo.svg").write_text("<svg/>")
+    (src / "photo.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    lines = import_into_dataset([src], tmp_path / "ds", tmp_path).lines()
+    assert "  .heic: HEIC (iPhone photos) is not readable here; export as JPEG (Photos: Most Compatible) or convert it" in lines
+    assert any(line.startswith("  .svg: a vector drawing, not pixels; export it as PNG") for line in lines)
+
+
+def test_a_name_with_a_line_break_is_refused_on_one_line(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "two\nlines.png").write_bytes(make_image(1))
+    lines = import_into_dataset([src], tmp_path / "ds", tmp_path).lines()
+    (refused,) = [line for line in lines if line.startswith("rejected:")]
+    assert "two\\nlines.png" in refused and "control character" in refused
+    assert files_under(tmp_path / "ds") == set()
+
+
+@pytest.mark.parametrize("body", ['{"post": "x"}', '"hello"', '{"@attributes": {"count": 3}, "post": 7}'])
+def test_booru_json_of_the_wrong_shape_is_a_sentence(tmp_path, body):
+    from tests.booru_server import serve_text
+
+    with serve_text(body) as url:
+        with pytest.raises(StudioError, match="answered with JSON of a form LoRA Studio does not know") as e:
+            download(GelbooruClient(api_url=url + "/index.php", http=fast_http()), "1girl", tmp_path, ScrapeOptions(cap=3))
+        assert "--api-url" in e.value.fix
+        with pytest.raises(StudioError, match="answered with JSON of a form LoRA Studio does not know"):
+            download(DanbooruClient(api_url=url, http=fast_http()), "1girl", tmp_path, ScrapeOptions(cap=3))
+
+
+def test_a_redirect_loop_is_a_sentence(tmp_path):
+    from tests.booru_server import serve_text
+
+    with serve_text("", redirect_to="/index.php") as url:
+        with pytest.raises(StudioError, match="sends the request round in a loop of redirects"):
+            download(GelbooruClient(api_url=url + "/index.php", http=fast_http()), "1girl", tmp_path, ScrapeOptions(cap=3))
+
+
+def test_a_folder_given_as_the_checkpoint_is_named_a_folder(tmp_path):
+    from lora_trainer.host.standalone import StandaloneHost
+
+    with pytest.raises(StudioError, match="is a folder, not a model file") as e:
+        StandaloneHost(tmp_path)
+    assert "single-file SD1.5 or SDXL checkpoint" in e.value.fix
+    with pytest.raises(StudioError, match="does not exist"):
+        StandaloneHost(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("to_jpeg", [False, True])
+def test_importing_a_folder_again_after_a_shrink_adds_nothing(tmp_path, to_jpeg):
+    import numpy as np
+    from PIL import Image
+
+    from lora_trainer.dataset.importer import ImportOptions, ShrinkOptions
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(src / "a.png")
+    (src / "a.txt").write_text("1girl")
+    options = ImportOptions(shrink=ShrinkOptions(128, to_jpeg))
+    first = import_into_dataset([src], tmp_path / "ds", tmp_path, options)
+    again = import_into_dataset([src], tmp_path / "ds", tmp_path, options)
+    name = "a.jpg" if to_jpeg else "a.png"
+    assert [p.name for p in first.imported] == ["a.png"] and again.imported == [] and again.already_present == 1
+    assert files_under(tmp_path / "ds") == {name, "a.txt"}
+    with Image.open(tmp_path / "ds" / name) as im:
+        assert max(im.size) == 128
+
+
+def test_settings_that_contradict_themselves_are_refused():
+    from lora_trainer.train.config import TrainConfig, validate
+
+    config = TrainConfig.sd15_defaults().replace(min_bucket_reso=1024, max_bucket_reso=256, keep_tokens=99999)
+    problems = {p.field: p.message for p in validate(config) if p.is_error}
+    assert problems["min_bucket_reso"] == "must be between 64 and the resolution (512)."
+    assert problems["max_bucket_reso"] == "must be at least the resolution (512)."
+    assert problems["keep_tokens"] == "must be at most 225: more tags than a caption of 225 tokens can hold."
+    assert "keep_tokens" not in {p.field for p in validate(TrainConfig.sd15_defaults().replace(keep_tokens=3))}

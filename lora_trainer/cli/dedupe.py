@@ -88,7 +88,8 @@ def run(args) -> int:
         batch = apply_plan(project.dir, plan)
         if batch:
             print(
-                f"Moved {len(batch.files)} files to the trash (batch {batch.batch_id}); restore it to undo."
+                f"Moved {len(batch.files)} files to the trash (batch {batch.batch_id}); to undo: "
+                f"python -m lora_trainer trash --project {project.name} --restore {batch.batch_id}"
             )
     elif plan.groups:
         print(

@@ -112,6 +112,11 @@ class Http:
             except requests.ConnectionError as e:
                 problem, wait = f"connection failed ({type(e).__name__})", self.backoff(attempt)
                 continue
+            except requests.TooManyRedirects:
+                raise NetworkError(f"{what} sends the request round in a loop of redirects.",
+                                   "Check the API address; the site may be misconfigured.") from None
+            except requests.RequestException as e:  # an address requests can not use, and the like
+                raise NetworkError(f"{what} can not be requested ({type(e).__name__}).", "Check the API address.") from None
             if r.status_code == 429 or r.status_code >= 500:
                 problem = f"HTTP {r.status_code}"
                 wait = min(_retry_after(r) or self.backoff(attempt), self.config.max_wait_s)
@@ -122,6 +127,12 @@ class Http:
             f"{what} failed after {self.config.retries + 1} attempts: {problem}.",
             "Check the connection, or try again later (the site may be busy).",
         )
+
+
+def _unknown_shape(site: str, url: str, data) -> NetworkError:
+    return NetworkError(f"{site} answered with JSON of a form LoRA Studio does not know ({type(data).__name__} where a "
+                        f"list of posts belongs) from {redact_url(url)}.",
+                        "Check the API address (--api-url): it must be the site's API, not a web page or another service.")
 
 
 def redact_url(url: str) -> str:
@@ -318,7 +329,9 @@ class GelbooruClient(BooruClient):
         raw = data.get("post", []) if isinstance(data, dict) else data  # no "post" key when nothing matched
         if isinstance(raw, dict):  # some versions send a lone result as an object
             raw = [raw]
-        return [p for p in (self._post(d) for d in raw or []) if p is not None]
+        if not isinstance(raw, list):
+            raise _unknown_shape(self.site, self.api_url, raw)
+        return [p for p in (self._post(d) for d in raw) if p is not None]
 
     def search_page_url(self, tags: str) -> str:
         return f"{self.api_url}?" + urlencode({"page": "post", "s": "list", "tags": tags})
@@ -399,7 +412,7 @@ class DanbooruClient(BooruClient):
         page_param = f"b{before_id}" if before_id is not None else str(page + 1)  # numeric pages start at 1
         data = self._json({"tags": tags, "limit": limit, "page": page_param, **self._auth()}, "/posts.json")
         if not isinstance(data, list):
-            return []
+            raise _unknown_shape(self.site, f"{self.api_url}/posts.json", data)
         return [p for p in (self._post(d) for d in data) if p is not None]
 
     def search_page_url(self, tags: str) -> str:

@@ -25,11 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from .. import trash
 from ..errors import StudioError
-from ..fileio import write_text
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
-from .tag_editor import find_images, load_captions, read_caption_file
+from .tag_editor import find_images, load_captions, read_caption_file, rewrite_captions
 from .tags import dedupe_tags, join_tags, parse_tags, tag_counts
 
 CaptionMode = Literal["overwrite", "append", "skip"]
@@ -98,10 +96,7 @@ def write_captions(
             unchanged += 1
             continue
         planned[old.path] = new
-    batch = trash.keep_copies(project_dir, list(planned), reason).batch_id if planned else None
-    for path, text in planned.items():
-        write_text(path, text)
-    return CaptionWriteResult(len(planned), unchanged, skipped, batch)
+    return CaptionWriteResult(len(planned), unchanged, skipped, rewrite_captions(project_dir, planned, reason))
 
 
 def count_tags(dataset_dir: str | os.PathLike) -> Counter:
@@ -242,10 +237,10 @@ class CaptionResult:
 def _open_rgb(path: Path):
     from PIL import Image
 
-    from .images import upright
+    from .images import to_rgb, upright
 
     with Image.open(path) as im:
-        return upright(im).convert("RGB")
+        return to_rgb(upright(im))
 
 
 def iter_loaded(

@@ -84,8 +84,11 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.I
     """An RGB copy: transparency (RGBA, LA, P with a transparent colour) is flattened onto `background`.
 
     Plain `convert("RGB")` drops alpha and shows whatever colour hides under transparent pixels
-    (often black), which a LoRA then learns.
+    (often black), which a LoRA then learns; and it clips 16-bit and float greyscale (a 16-bit PNG)
+    at 255, so such a picture trains as white. Those are scaled to 8 bits first.
     """
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _grey_to_8bit(im)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -93,6 +96,18 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.I
         base = Image.new("RGBA", rgba.size, background + (255,))
         return Image.alpha_composite(base, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def _grey_to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit ("I;16*", or "I" as older Pillow opens 16-bit PNGs) and float ("F") greyscale as "L"."""
+    import numpy as np
+
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        a = a * 255.0 if a.size and a.max() <= 1.0 else a
+    elif im.mode.startswith("I;16") or (a.size and a.max() > 255):
+        a = a / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
 def upright(im: Image.Image) -> Image.Image:

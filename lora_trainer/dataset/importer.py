@@ -21,7 +21,9 @@ original in the project's trash, restorable. `scan_dataset` counts what a datase
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import stat
 import zipfile
@@ -32,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from ..errors import StudioError
-from ..fileio import atomic_path, write_bytes
+from ..fileio import atomic_path, clean_leftovers, write_bytes, write_text
 from ..paths import inside
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from ..trash import keep_copies, move_to_trash
@@ -73,6 +75,67 @@ class ShrinkSummary:
     trash_batch: str | None = None  # the batch holding the originals (trash.restore undoes the shrink)
 
 
+class ImportOrigins:
+    """Which source file each imported picture came from (md5 of the source bytes -> its path in
+    the dataset), kept in `<project>/.cache/import-origins.json`. A picture that was shrunk or
+    stored as JPEG no longer has its source's bytes; without this, importing the same folder
+    again would add it once more as `a_1.png`, `a_2.png`..."""
+
+    FILE = Path(".cache") / "import-origins.json"
+
+    def __init__(self, project_dir: Path, dataset_dir: Path):
+        self.path, self.dataset_dir = project_dir / self.FILE, dataset_dir
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+            self.known: dict[str, str] = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        except (OSError, ValueError, AttributeError):
+            self.known = {}
+        self.earlier = dict(self.known)  # two equal files in one import both arrive, as before
+
+    def find(self, md5: str) -> Path | None:
+        """Where an earlier import put the picture with these source bytes, if it is still there."""
+        rel = self.earlier.get(md5)
+        if rel is None:
+            return None
+        try:
+            path = inside(self.dataset_dir, rel, "A recorded import")
+        except StudioError:
+            return None
+        return path if path.is_file() else None
+
+    def record(self, md5: str, path: Path) -> None:
+        self.known[md5] = path.relative_to(self.dataset_dir).as_posix()
+
+    def follow_conversions(self) -> None:
+        """After a shrink stored `a.png` as `a.jpg`: point its record at the new file."""
+        for md5, rel in list(self.known.items()):
+            path = self.dataset_dir / rel
+            if not path.exists() and path.with_suffix(".jpg").is_file():
+                self.known[md5] = path.with_suffix(".jpg").relative_to(self.dataset_dir).as_posix()
+
+    def save(self) -> None:
+        write_text(self.path, json.dumps(self.known, indent=0, sort_keys=True))
+
+
+def _printable(name: str) -> str:
+    """A name as one line: control characters (a newline in a file name) shown escaped."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
+# Picture formats that are left alone, with the reason and the way to bring them in.
+UNREAD_PICTURES = {
+    ".svg": "a vector drawing, not pixels; export it as PNG at the size you want to train on",
+    ".heic": "HEIC (iPhone photos) is not readable here; export as JPEG (Photos: Most Compatible) or convert it",
+    ".heif": "HEIF is not readable here; convert it to JPEG or PNG",
+    ".avif": "AVIF is not readable by this Pillow; convert it to PNG or JPEG",
+    ".gif": "GIFs are often animations and have only 256 colours; save the frames you want as PNG",
+    ".psd": "a layered Photoshop file; export the flattened picture as PNG",
+    ".tif": "TIFF is not imported; save it as PNG",
+    ".tiff": "TIFF is not imported; save it as PNG",
+    ".jxl": "JPEG XL is not readable here; convert it to PNG or JPEG",
+}
+
+
 @dataclass
 class ImportSummary:
     images: dict[str, int] = field(default_factory=dict)  # imported images per dataset sub-folder ("." = top)
@@ -97,9 +160,12 @@ class ImportSummary:
             out.append(f"{self.already_present} images were already in the dataset")
         out += [f"fixed: {f}" for f in self.fixed]
         out += [f"renamed: {r}" for r in self.renamed]
-        out += [f"rejected: {r.path}: {r.reason}" for r in self.rejected]
+        out += [f"rejected: {_printable(r.path)}: {r.reason}" for r in self.rejected]
         if self.others:
             out.append(f"{len(self.others)} other files left alone: " + ", ".join(self.others[:10]) + (" ..." if len(self.others) > 10 else ""))
+            for ext, why in sorted({Path(o).suffix.lower(): UNREAD_PICTURES.get(Path(o).suffix.lower()) for o in self.others}.items()):
+                if why:
+                    out.append(f"  {ext}: {why}")
         if self.trashed_others:
             out.append(f"moved {len(self.trashed_others)} other files from the dataset folder to the trash")
         if self.shrink:
@@ -259,11 +325,16 @@ def import_into_dataset(
         sources = [sources]
     sources = [Path(s) for s in sources]
     dataset_dir.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(dataset_dir)  # what a killed import left
     summary = ImportSummary()
 
-    with contextlib.ExitStack() as stack:  # zips stay open while their members are read
-        items = list(_items(sources, dataset_dir, summary, stack))
-        _import_items(items, dataset_dir, options, summary, progress, cancel)
+    origins = ImportOrigins(project_dir, dataset_dir)
+    try:
+        with contextlib.ExitStack() as stack:  # zips stay open while their members are read
+            items = list(_items(sources, dataset_dir, summary, stack))
+            _import_items(items, dataset_dir, options, summary, progress, cancel, origins)
+    finally:  # a cancel keeps the record of what did arrive
+        origins.save()
 
     if options.trash_others:
         others = [f for f in iter_files(dataset_dir) if not (is_image_name(f.name) or is_caption_name(f.name))]
@@ -275,12 +346,15 @@ def import_into_dataset(
         summary.shrink = shrink_images(summary.imported, project_dir, options.shrink, progress, cancel)
         if summary.shrink.trash_batch:
             summary.trash_batches.append(summary.shrink.trash_batch)
+        origins.follow_conversions()
+        origins.save()
     progress(ProgressEvent(1.0, summary.lines()[0]))
     return summary
 
 
 def _import_items(
-    items: list[_Item], dataset_dir: Path, options: ImportOptions, summary: ImportSummary, progress: ProgressFn, cancel: CancelToken | None
+    items: list[_Item], dataset_dir: Path, options: ImportOptions, summary: ImportSummary, progress: ProgressFn, cancel: CancelToken | None,
+    origins: ImportOrigins,
 ) -> None:
     captions: dict[tuple[str, str], _Item] = {}  # (folder, stem) -> its caption; .txt wins over .caption
     for i in items:
@@ -296,7 +370,7 @@ def _import_items(
         if cancel is not None:
             cancel.raise_if_cancelled()
         placed.add(id(item))
-        dest = _import_one(item, dataset_dir, options, summary)
+        dest = _import_one(item, dataset_dir, options, summary, origins)
         cap = captions.get((str(item.rel.parent), item.rel.stem))
         if dest is None or cap is None:
             continue
@@ -334,7 +408,8 @@ def _read(item: _Item, summary: ImportSummary) -> bytes | None:
     return None
 
 
-def _import_one(item: _Item, dataset_dir: Path, options: ImportOptions, summary: ImportSummary) -> Path | None:
+def _import_one(item: _Item, dataset_dir: Path, options: ImportOptions, summary: ImportSummary,
+                origins: ImportOrigins) -> Path | None:
     """Check, fix and write one image; return where it is now (None if refused)."""
     if item.size > options.max_file_bytes:
         summary.rejected.append(Rejected(item.origin, f"{item.size} bytes is larger than the limit of {options.max_file_bytes}"))
@@ -342,6 +417,11 @@ def _import_one(item: _Item, dataset_dir: Path, options: ImportOptions, summary:
     data = _read(item, summary)
     if data is None:
         return None
+    source_md5 = hashlib.md5(data).hexdigest()
+    earlier = origins.find(source_md5)
+    if earlier is not None:  # imported before (and perhaps shrunk or converted since)
+        summary.already_present += 1
+        return earlier
     try:
         info = inspect_image(data, options.max_pixels)
     except BadImage as e:
@@ -354,7 +434,12 @@ def _import_one(item: _Item, dataset_dir: Path, options: ImportOptions, summary:
     except StudioError as e:
         summary.rejected.append(Rejected(item.origin, e.message))
         return None
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # FileExistsError, NotADirectoryError: a file holds the folder's name
+        summary.rejected.append(Rejected(item.origin, f"its folder {item.rel.parent.as_posix()!r} can not be made in the "
+                                         "dataset: a file there has that name"))
+        return None
     given_ext = item.rel.suffix.lower()
     if not fixed and ext != given_ext and not (ext == ".jpg" and given_ext == ".jpeg"):
         fixed = f"a {info.format} file, saved as {item.rel.stem}{ext}"
@@ -364,14 +449,20 @@ def _import_one(item: _Item, dataset_dir: Path, options: ImportOptions, summary:
     dest = folder / (stem + ext)
     if _same_bytes(dest, data):
         summary.already_present += 1
+        origins.record(source_md5, dest)
         return dest
     if _stem_taken(folder, stem):
         stem = _free_stem(folder, stem)
         summary.renamed.append(f"{item.origin} -> {stem}{ext} (name taken)")
         dest = folder / (stem + ext)
+    try:
+        write_bytes(dest, data)  # a full disk: a StudioError that ends the import, nothing half-written
+    except IsADirectoryError:
+        summary.rejected.append(Rejected(item.origin, f"a folder in the dataset is named {dest.name!r}"))
+        return None
+    origins.record(source_md5, dest)
     if fixed:
         summary.fixed.append(f"{item.origin}: {fixed}")
-    write_bytes(dest, data)
     rel_folder = str(item.rel.parent)
     summary.images[rel_folder] = summary.images.get(rel_folder, 0) + 1
     summary.imported.append(dest)

@@ -4,8 +4,9 @@
 thumbnails, the link to the same search on the site). `download` lists up to `cap` posts of a
 supported type (png, jpg, jpeg, webp; the Dataset Maker's 1000-post cap), skips posts whose
 image the dataset already has (by the post's md5, and by the md5 of every image already in the
-folder), and saves each file as `<md5>.<ext>`: streamed to `<name>.part`, checked against
-Content-Length and decoded by Pillow, then renamed. A cancel or an error never leaves a `.part`.
+folder), and saves each file as `<md5>.<ext>`: streamed to a hidden `.part` beside it, checked
+against Content-Length and decoded by Pillow, then renamed. A cancel or an error never leaves a
+`.part`; one left by a killed run is removed when the next download into the folder starts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import requests
 
 from ..errors import Cancelled, StudioError
-from ..fileio import write_text
+from ..fileio import clean_leftovers, publish, temp_beside, write_text
 from ..paths import inside
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from .booru import BooruClient, Http, NetworkError, Post, ext_of_url, redact_url
@@ -146,7 +147,7 @@ def fetch_to_file(
     chunk: int = 1 << 16,
     max_bytes: int | None = None,
 ) -> str:
-    """Download `url` to `dest` through `<dest>.part`; return the md5 of the bytes.
+    """Download `url` to `dest` through a hidden `.part` beside it; return the md5 of the bytes.
 
     More than `max_bytes` (announced, or counted while it arrives) raises NetworkError at once.
 
@@ -154,7 +155,7 @@ def fetch_to_file(
     the Http config allows, then raises NetworkError. `verify(part)` may raise to refuse the file.
     The `.part` is removed on every failure and on cancel.
     """
-    part = dest.with_name(dest.name + ".part")
+    part = temp_beside(dest, ".part")
     attempts = http.config.retries + 1
     problem = ""
     try:
@@ -172,7 +173,7 @@ def fetch_to_file(
                     raise _too_large(url, max_bytes)
                 h, got = hashlib.md5(), 0
                 try:
-                    with open(part, "wb") as f:
+                    with open(part, "wb") as f:  # a retry starts the file again
                         for block in r.iter_content(chunk):
                             if cancel is not None:
                                 cancel.raise_if_cancelled()
@@ -181,8 +182,6 @@ def fetch_to_file(
                                 raise _too_large(url, max_bytes)
                             f.write(block)
                             h.update(block)
-                        f.flush()
-                        os.fsync(f.fileno())  # the rename below must publish complete bytes, even after a power cut
                     if expected is not None and expected.isdigit() and got != int(expected):
                         raise TruncatedDownload(f"got {got} of {expected} bytes")
                 except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout, TruncatedDownload) as e:
@@ -192,7 +191,7 @@ def fetch_to_file(
                 r.close()
             if verify is not None:
                 verify(part)
-            os.replace(part, dest)
+            publish(part, dest)  # durable, with the umask's permissions
             return h.hexdigest()
         raise NetworkError(f"{redact_url(url)}: the download stayed incomplete after {attempts} attempts ({problem}).")
     finally:
@@ -216,6 +215,7 @@ def download(
     tags = _check_tags(tags)
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(dataset_dir)  # what a killed download left
     result = ScrapeResult()
 
     # 1. list the posts (a few pages; counts as the first 5%)

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from .. import trash
 from ..errors import StudioError
-from ..fileio import write_text
+from ..fileio import clean_leftovers, write_text
+from ..locks import hold
 from . import tags as T
 from .images import IMAGE_EXTS
 
@@ -158,14 +159,22 @@ class EditResult:
         return f"{what}: {len(self.changed)} of {self.total} {files} changed; undo restores them."
 
 
-def _write_all(project_dir: Path, new_text: dict[Path, str], total: int, reason: str) -> EditResult:
+def rewrite_captions(project_dir: str | os.PathLike, new_text: dict[Path, str], reason: str) -> str | None:
+    """Write caption files, keeping the previous versions as ONE trash batch first (files that did
+    not exist too, so the undo removes them again); the batch id, None when nothing was to write.
+    One bulk write per project at a time (locks.hold); temp files a killed write left are removed."""
     if not new_text:
-        return EditResult((), total, None, reason)
-    paths = list(new_text)
-    batch_id = trash.keep_copies(project_dir, paths, reason).batch_id
-    for p in paths:
-        write_text(p, new_text[p])
-    return EditResult(tuple(paths), total, batch_id, reason)
+        return None
+    with hold(project_dir, "captions", "A caption edit"):
+        clean_leftovers(*{p.parent for p in new_text})
+        batch_id = trash.keep_copies(project_dir, list(new_text), reason).batch_id
+        for path, text in new_text.items():
+            write_text(path, text)
+    return batch_id
+
+
+def _write_all(project_dir: Path, new_text: dict[Path, str], total: int, reason: str) -> EditResult:
+    return EditResult(tuple(new_text), total, rewrite_captions(project_dir, new_text, reason), reason)
 
 
 def apply(

@@ -83,9 +83,9 @@ class StandaloneHost(Host):
         dtype: torch.dtype | None = None,
         clip_skip: int = 1,
     ):
-        self.checkpoint = Path(checkpoint)
-        if not self.checkpoint.is_file():
-            raise StudioError(f"The checkpoint {self.checkpoint} does not exist.", "Pass the path of an SD1.5 or SDXL .safetensors file.")
+        from ..models.checkpoint import checkpoint_file
+
+        self.checkpoint = checkpoint_file(checkpoint)
         self._lora_dirs = [Path(d) for d in lora_dirs]
         self._device = device
         self._dtype = dtype

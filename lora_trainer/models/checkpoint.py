@@ -83,15 +83,25 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
         raise _not_a_checkpoint(path, f"the safetensors header is damaged ({e})") from e
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """`path` if it is a file, else a StudioError that says what it is instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise StudioError(f"The checkpoint {path} is a folder, not a model file (a diffusers folder is not read).",
+                          "Give the path of a single-file SD1.5 or SDXL checkpoint (.safetensors), e.g. one in the "
+                          "WebUI's models/Stable-diffusion.")
+    if not path.is_file():
+        raise StudioError(f"The checkpoint {path} does not exist.", "Check the path: an SD1.5 or SDXL .safetensors file.")
+    return path
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a checkpoint file, memory-mapped where the format allows.
 
     A truncated or damaged file, or one that is not a checkpoint at all, raises a StudioError
     naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise StudioError(f"Checkpoint {path} does not exist.", "Check the path, or pick a file from the list.")
+    path = checkpoint_file(path)
     kind = _sniff(path)
     if kind == "safetensors":
         return _read_safetensors(path)

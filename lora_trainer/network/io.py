@@ -374,8 +374,8 @@ def load_weights(
     """Copy a file's weights into an existing network (continue training with the same settings).
 
     Modules are matched by key, either naming style; every rank and shape must match the
-    network (StudioError naming the first one that does not). Network modules the file lacks keep
-    their current weights and are listed in `missing_keys`.
+    network (StudioError naming the first one that does not), and at least one must match. Network
+    modules the file lacks keep their current weights and are listed in `missing_keys`.
     """
     lora = _as_file(lora)
     check_arch(lora, network.arch)
@@ -402,6 +402,12 @@ def load_weights(
         _check_shapes(lora, m, lora_module)
         _copy_into(lora_module, m)
         seen.add(key)
+    if not seen:  # training "on" it would silently start from scratch
+        raise StudioError(
+            f"{lora.path.name}: none of its {len(lora.modules)} modules is a module of this network, so it can not be "
+            "trained further.",
+            "Use a LoRA made for this model family, with the same LoRA / LoCon type, or leave 'network weights' empty.",
+        )
     missing = sorted(k for k in modules if k not in seen)
     report = LoadReport(lora.path, loaded=len(seen), unknown_keys=sorted(unknown), missing_keys=missing)
     if report.warning():

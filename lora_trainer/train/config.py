@@ -638,7 +638,10 @@ def validate(config: TrainConfig, summary: DatasetSummary | None = None) -> list
             err("min_bucket_reso", f"must be between 64 and the resolution ({c.resolution}).", "The guide uses 256.")
         if c.max_bucket_reso < c.resolution:
             err("max_bucket_reso", f"must be at least the resolution ({c.resolution}).", "The guide uses 1024 (SD1.5) or 4096 (SDXL).")
-    at_least("keep_tokens", 0)
+    most_tags = max(75, c.max_token_length or 75)  # keep_tokens counts tags; each tag is a token or more
+    if at_least("keep_tokens", 0) and c.keep_tokens > most_tags:
+        err("keep_tokens", f"must be at most {most_tags}: more tags than a caption of {most_tags} tokens can hold.",
+            "The guide keeps 1 (the activation tag); to keep every tag in place, turn Shuffle tags off instead.")
     for name in ("caption_dropout_rate", "caption_tag_dropout_rate"):
         if not 0 <= getattr(c, name) < 1:
             err(name, "must be in [0, 1).", "0 turns it off; kohya users use 0.05-0.1.")

@@ -28,6 +28,7 @@ on modules built on the meta device (no weights are loaded).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StudioError
+from ..fileio import clean_leftovers
+from ..locks import hold
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from .config import TrainConfig, raise_if_errors, validate
 
@@ -222,18 +225,28 @@ def train_job(
     Under torchrun, call `distributed.init_from_env()` first: every process runs this function,
     process 0 alone writes files and sends progress events.
     """
-    import torch
-
     from . import distributed as D
-    from .state import saved_states
 
     info = D.current()
     progress = progress if info.is_main else no_progress
+    # One training per project at a time, across processes: the lock is the main process's.
+    with hold(project.dir, "training", f"A training of {project.name}") if info.is_main else contextlib.nullcontext():
+        return _train_locked(project, config, host, progress, cancel, resume, info)
+
+
+def _train_locked(project: Project, config: TrainConfig, host: Host, progress: ProgressFn, cancel: CancelToken | None,
+                  resume: bool, info) -> TrainResult:
+    import torch
+
+    from .state import STATE_DIR, saved_states
+
     # 1. validate before anything heavy
     progress(ProgressEvent(None, "checking the dataset and settings"))
     dataset = load_and_validate(project, config, progress, cancel)
     stem = file_stem(project, config)
     out_dir = output_dir_for(project, config, host)
+    if info.is_main:
+        clean_leftovers(out_dir, project.dir / STATE_DIR, project.dir)  # what a killed save left
     state = None
     if resume:
         states = saved_states(project.dir, stem)

@@ -68,7 +68,7 @@ def thumbnail(project: Project, image: Path, side: int = THUMB_SIDE) -> str:
     """
     from PIL import Image
 
-    from ...dataset.images import upright
+    from ...dataset.images import to_rgb, upright
 
     st = image.stat()
     # "upright": thumbnails made before the EXIF orientation was applied are not reused
@@ -83,7 +83,7 @@ def thumbnail(project: Project, image: Path, side: int = THUMB_SIDE) -> str:
         with Image.open(image) as im:
             im.draft("RGB", (side, side))  # JPEG: decode at a reduced scale
             im = upright(im)
-            im = im.convert("RGBA") if im.mode in ("P", "LA", "RGBA") else im.convert("RGB")
+            im = im.convert("RGBA") if im.mode in ("P", "LA", "RGBA") else to_rgb(im)  # to_rgb: 16-bit grey too
             im.thumbnail((side, side))
             if im.mode == "RGBA":
                 flat = Image.new("RGB", im.size, (255, 255, 255))

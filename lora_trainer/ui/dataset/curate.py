@@ -223,7 +223,8 @@ class DuplicatesSection:
 def batch_label(b: trash.TrashBatch) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.created))
     kind = "copies" if b.kept_original else "files"
-    return f"{b.batch_id} · {when} · {b.reason} · {len(b.files)} {kind}"
+    cut = " · ⚠ cut short" if not b.complete else ""
+    return f"{b.batch_id} · {when} · {b.reason} · {len(b.files)} {kind}{cut}"
 
 
 def trash_rows(ctx: StudioContext, name: str | None) -> list[str]:
