@@ -35,8 +35,10 @@ UMASK = _umask()  # read once, at import (single-threaded), not during writes in
 
 
 def temp_beside(target: Path, suffix: str = ".tmp") -> Path:
-    """A new, empty temp file beside `target`, named so `clean_leftovers` knows its writer."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix, dir=target.parent)
+    """A new, empty temp file beside `target`, named so `clean_leftovers` knows its writer (the
+    target's name shortened, so a 255-byte name still leaves room for the rest)."""
+    short = target.name.encode("utf-8")[:120].decode("utf-8", "ignore")
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.{os.getpid()}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     return Path(tmp)
 

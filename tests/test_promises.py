@@ -774,3 +774,20 @@ def test_settings_that_contradict_themselves_are_refused():
     assert problems["max_bucket_reso"] == "must be at least the resolution (512)."
     assert problems["keep_tokens"] == "must be at most 225: more tags than a caption of 225 tokens can hold."
     assert "keep_tokens" not in {p.field for p in validate(TrainConfig.sd15_defaults().replace(keep_tokens=3))}
+
+
+def test_a_name_of_255_bytes_imports_and_renames_within_the_limit(tmp_path):
+    from PIL import Image
+
+    src, ds = tmp_path / "src", tmp_path / "ds"
+    src.mkdir()
+    ds.mkdir()
+    stem = "x" * (NAME_MAX_BYTES - 4)  # "xxx…x.png" is exactly 255 bytes
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(src / f"{stem}.png")
+    (src / f"{stem}.txt").write_text("1girl")
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(ds / f"{stem}.png")  # another picture holds the name
+    summary = import_into_dataset([src], ds, tmp_path)
+    assert summary.rejected == [] and len(summary.renamed) == 1
+    (new,) = summary.imported
+    assert len(new.name.encode()) <= NAME_MAX_BYTES and new.stem.endswith("_1")
+    assert new.with_suffix(".txt").read_text() == "1girl"

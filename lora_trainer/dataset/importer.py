@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..errors import StudioError
 from ..fileio import atomic_path, clean_leftovers, write_bytes, write_text
-from ..paths import inside
+from ..paths import NAME_MAX_BYTES, inside
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from ..trash import keep_copies, move_to_trash
 from .images import (
@@ -276,10 +276,17 @@ def _stem_taken(folder: Path, stem: str) -> bool:
 
 
 def _free_stem(folder: Path, stem: str) -> str:
+    """`stem_1`, `stem_2`...: the first free one, the stem shortened where the name would pass the
+    file system's 255 bytes with its longest extension."""
+    longest_ext = max(len(e) for e in IMAGE_EXTS + CAPTION_EXTS)
     n = 1
-    while _stem_taken(folder, f"{stem}_{n}"):
+    while True:
+        suffix = f"_{n}"
+        room = NAME_MAX_BYTES - longest_ext - len(suffix)
+        candidate = stem.encode("utf-8")[:room].decode("utf-8", "ignore") + suffix
+        if not _stem_taken(folder, candidate):
+            return candidate
         n += 1
-    return f"{stem}_{n}"
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
