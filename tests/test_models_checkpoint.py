@@ -142,6 +142,21 @@ def test_old_clip_key_names_are_renamed(sd15):
     assert w.data_ptr() == sd15[ckpt.SD15_TE_PREFIX + "text_model.embeddings.token_embedding.weight"].data_ptr()
 
 
+def test_an_sd15_text_encoder_with_a_projection_builds_and_conditions_the_same(sd15):
+    # Forge Neo builds SD1.5's CLIP-L with add_text_projection=True, so the lent tensors carry one
+    width = sd15[ckpt.SD15_TE_PREFIX + "text_model.final_layer_norm.weight"].shape[0]
+    projected = {**sd15, ckpt.SD15_TE_PREFIX + "text_projection.weight": torch.eye(width, dtype=torch.float16)}
+    plain = bundle_from_state_dict(sd15).to(dtype=torch.float32)
+    neo = bundle_from_state_dict(projected).to(dtype=torch.float32)
+    assert neo.text_encoders[0][1].text_projection is not None
+    torch.testing.assert_close(neo.encode_prompts(["a red circle"]).context, plain.encode_prompts(["a red circle"]).context,
+                               rtol=0, atol=0)
+    from lora_trainer.network.network import NetworkConfig, create_network
+
+    names = [sorted(k for k, _ in create_network(b, NetworkConfig(dim=2, alpha=1)).loras()) for b in (plain, neo)]
+    assert names[0] == names[1]  # kohya's layout: the projection is not a LoRA target
+
+
 def test_wrong_shape_names_the_tensor(sd15):
     key = ckpt.UNET_PREFIX + "time_embed.2.bias"
     bad = {**sd15, key: torch.zeros(3, dtype=torch.float16)}

@@ -148,12 +148,13 @@ def normalize_keys(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     """Rename old-style keys to today's single-file names; the tensors themselves are untouched.
 
     Early SD1.x files stored CLIP-L with transformers 3's names (`cond_stage_model.transformer.
-    embeddings.*`, no `text_model.` level).
+    embeddings.*`, no `text_model.` level). `text_projection` sits beside `text_model` in today's
+    names: Forge Neo builds its SD1.5 CLIP-L with one (`add_text_projection=True`).
     """
     out = {}
     old = SD15_TE_PREFIX
     for k, v in tensors.items():
-        if k.startswith(old) and not k.startswith(old + "text_model."):
+        if k.startswith(old) and not k.startswith((old + "text_model.", old + "text_projection.")):
             k = old + "text_model." + k[len(old):]
         out[k] = v
     return out
