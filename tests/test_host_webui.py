@@ -202,6 +202,17 @@ def test_forge_refuses_quantized_models(webui, forge_backend, storage_dtype, wor
     assert forge_backend == []  # refused before anything moved
 
 
+def test_a_forge_of_the_forge_1_lineage_is_named_before_anything_moves(webui, monkeypatch):
+    # Forge Classic and reForge: forge_objects and modules_forge, but ldm_patched instead of backend/
+    monkeypatch.delitem(sys.modules, "backend", raising=False)
+    monkeypatch.setitem(sys.modules, "ldm_patched", types.ModuleType("ldm_patched"))
+    webui.shared.sd_model = webui.models.forge("sd15")
+    with pytest.raises(StudioError) as e, host().borrow_bundle():
+        pass
+    assert "Forge Classic or reForge" in e.value.message and "standalone studio" in e.value.fix
+    assert "backend" not in sys.modules  # no Forge 2 import was tried
+
+
 # ---- A1111: merged LoRAs, refusals, restoring ------------------------------------------------
 
 

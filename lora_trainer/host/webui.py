@@ -376,6 +376,9 @@ class WebUIHost(Host):
             sd_model = W.loaded_model()
             kind = W.host_kind(sd_model)
             self.name = kind
+            unsupported = W.unsupported_forge() if kind == W.FORGE else None
+            if unsupported is not None:
+                raise unsupported
             arch = W.model_arch(sd_model)
             parts = W.model_parts(sd_model, kind, arch)
             state = W.state()

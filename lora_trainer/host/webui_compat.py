@@ -105,6 +105,27 @@ def host_kind(sd_model: Any) -> str:
         return A1111
 
 
+def unsupported_forge() -> StudioError | None:
+    """A sentence when this is a Forge of the Forge 1 lineage (Forge Classic, reForge: `ldm_patched`
+    and no `backend/`): its model code is not the Forge 2 code the studio lends to the trainer, which
+    would fail on the first Forge 2 import. The dataset tools work there; training does not yet."""
+    import importlib.util
+
+    try:
+        if "backend" in sys.modules or importlib.util.find_spec("backend") is not None:  # Forge 2 and Neo
+            return None
+        if "ldm_patched" not in sys.modules and importlib.util.find_spec("ldm_patched") is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    return StudioError(
+        "This WebUI is a Forge of the Forge 1 lineage (Forge Classic or reForge), whose model code LoRA Studio "
+        "can not lend to the trainer yet: training works in AUTOMATIC1111 1.10, Forge 2 and Forge Neo.",
+        "Meanwhile train with the standalone studio on the same checkpoint file: "
+        "python -m lora_trainer ui (or ./studio.sh ui), and put the LoRAs in this WebUI's models/Lora.",
+    )
+
+
 def model_arch(sd_model: Any) -> str:
     """"sd15" | "sdxl" from the flags `sd_models.set_model_type` sets (also on Forge's models)."""
     name = model_name(sd_model)
