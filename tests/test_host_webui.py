@@ -193,6 +193,28 @@ def test_forge_clones_clean_weights_out_of_inference_mode(webui, forge_backend, 
     assert sd_model.current_lora_hash != str([])  # the next generation re-applies (or removes) its LoRAs
 
 
+def test_forge_neo_clean_weights_come_from_its_patchers_backup(webui, forge_backend):
+    # Neo has no LoraLoader: its ComfyUI-style ModelPatcher keeps (weight, inplace_update) tuples
+    import collections
+
+    Dimension = collections.namedtuple("Dimension", ["weight", "inplace_update"])
+    sd_model = webui.models.forge("sd15")
+    webui.shared.sd_model = sd_model
+    del sd_model.forge_objects.unet.model.lora_loader
+    conv = sd_model.forge_objects.unet.model.diffusion_model.input_blocks[0][0]
+    fc1 = sd_model.forge_objects.clip.cond_stage_model["clip_l"].transformer.text_model.encoder.layers[0].mlp.fc1
+    clean_conv, clean_fc1 = conv.weight, fc1.weight
+    with torch.inference_mode():
+        conv._parameters["weight"] = torch.nn.Parameter(clean_conv + 0.5, requires_grad=False)
+        fc1._parameters["weight"] = torch.nn.Parameter(clean_fc1 - 0.5, requires_grad=False)
+    sd_model.forge_objects.unet.backup = {"diffusion_model.input_blocks.0.0.weight": Dimension(clean_conv, False)}
+    sd_model.forge_objects.clip.patcher = types.SimpleNamespace(
+        backup={"clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.weight": Dimension(clean_fc1, False)})
+    with host().borrow_bundle() as bundle:
+        assert torch.equal(bundle.unet.input_blocks[0][0].weight, clean_conv)
+        assert torch.equal(bundle.text_encoders[0][1].text_model.encoder.layers[0].mlp.fc1.weight, clean_fc1)
+
+
 @pytest.mark.parametrize("storage_dtype,word", [("nf4", "NF4"), ("gguf", "GGUF"), (torch.float8_e4m3fn, "float8_e4m3fn")])
 def test_forge_refuses_quantized_models(webui, forge_backend, storage_dtype, word):
     webui.shared.sd_model = webui.models.forge("sd15", storage_dtype=storage_dtype)

@@ -64,13 +64,17 @@ FORGE_PARTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 FORGE_BIGG_HF_PREFIX = "conditioner.embedders.1.hf."
 
-# Forge's LoRA merge keeps the clean weights in `<patcher>.model.lora_loader.backup`, keyed from the
-# patcher's model (backend/patcher/lora.py LoraLoader.refresh): (attribute path of the patched
-# model, the prefix its keys add before our part's own names).
-FORGE_BACKUPS: dict[str, tuple[str, str]] = {
-    "forge_objects.unet.model.diffusion_model": ("forge_objects.unet.model", "diffusion_model."),
-    "forge_objects.clip.cond_stage_model.clip_l.transformer": ("forge_objects.clip.cond_stage_model", "clip_l.transformer."),
-    "forge_objects.clip.cond_stage_model.clip_g.transformer": ("forge_objects.clip.cond_stage_model", "clip_g.transformer."),
+# Where a Forge keeps the clean weights a LoRA merge replaced: (attribute path of the patched model,
+# the prefix its keys add before our part's own names, the attribute path of its ModelPatcher).
+# Forge 2 keeps them in `<model>.lora_loader.backup` (backend/patcher/lora.py LoraLoader.refresh),
+# tensors; Forge Neo's ComfyUI-style patcher in `<patcher>.backup` (backend/patcher/base.py
+# patch_weight_to_device), (weight, inplace_update) tuples, with the same keys.
+FORGE_BACKUPS: dict[str, tuple[str, str, str]] = {
+    "forge_objects.unet.model.diffusion_model": ("forge_objects.unet.model", "diffusion_model.", "forge_objects.unet"),
+    "forge_objects.clip.cond_stage_model.clip_l.transformer": ("forge_objects.clip.cond_stage_model", "clip_l.transformer.",
+                                                               "forge_objects.clip.patcher"),
+    "forge_objects.clip.cond_stage_model.clip_g.transformer": ("forge_objects.clip.cond_stage_model", "clip_g.transformer.",
+                                                               "forge_objects.clip.patcher"),
 }
 
 
@@ -197,13 +201,19 @@ def borrowed_tensors(parts: list[Part]) -> dict[str, torch.Tensor]:
 
 def forge_clean_sources(sd_model: Any, part: Part) -> Mapping[str, Any]:
     """Forge: the clean (un-merged) tensor of each key of a part, where a LoRA merge replaced it
-    (LoraLoader.backup); keys are the part's own state-dict names."""
+    (Forge 2's LoraLoader.backup, Neo's ModelPatcher.backup); keys are the part's own names."""
     spec = FORGE_BACKUPS.get(part.path)
     if spec is None:
         return {}
-    owner, lead = spec
-    backup = attr_path(sd_model, owner + ".lora_loader.backup") or {}
-    return {k[len(lead):]: v for k, v in dict(backup).items() if k.startswith(lead)}
+    owner, lead, patcher = spec
+    out = {}
+    for backup in (attr_path(sd_model, owner + ".lora_loader.backup"), attr_path(sd_model, patcher + ".backup")):
+        if not isinstance(backup, Mapping):
+            continue
+        for k, v in backup.items():
+            if isinstance(k, str) and k.startswith(lead):
+                out.setdefault(k[len(lead):], getattr(v, "weight", v))  # Neo: (weight, inplace_update)
+    return out
 
 
 def forge_quantization(sd_model: Any) -> str | None:
