@@ -35,7 +35,9 @@ def _context():
         host_folders=tuple(webui_settings.model_folders()),
         remote=webui_settings.remote_restricted(),
         host=host,
-        extra={"caption_fn": host.caption_fn(), SEND_TO_TXT2IMG_KEY: webui_compat.add_send_to_txt2img},
+        # the WebUI's BLIP where it has one (Forge Neo does not); otherwise the tab offers CoCa only
+        extra={"caption_fn": host.caption_fn() if webui_compat.has_blip() else None,
+               SEND_TO_TXT2IMG_KEY: webui_compat.add_send_to_txt2img},
     )
 
 

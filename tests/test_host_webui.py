@@ -504,6 +504,19 @@ def test_blip_caption_fn(webui):
     assert it.dtype == "clip's" and it.sent and not webui.lock.locked()
 
 
+def test_a_webui_without_blip_says_so_and_the_tab_offers_coca(webui, monkeypatch):
+    from PIL import Image
+
+    from lora_trainer.host import webui_compat as W
+
+    assert W.has_blip()
+    monkeypatch.setitem(sys.modules, "modules.interrogate", None)  # Forge Neo: no modules/interrogate.py
+    assert not W.has_blip()
+    with pytest.raises(StudioError, match="no BLIP captioner") as e:
+        host().caption_fn()([Image.new("RGB", (4, 4))])
+    assert "CoCa" in e.value.fix and not webui.lock.locked()
+
+
 def test_checkpoint_prefixes_cover_every_tensor(webui):
     """The WebUI layouts give exactly the tensors a single-file checkpoint of the model has."""
     from lora_trainer.host import webui_compat as W

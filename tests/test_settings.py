@@ -218,6 +218,9 @@ def test_webui_folders_and_remote(fake_webui, tmp_path, monkeypatch):
     fake_webui.cmd_opts.ckpt_dir = "/ckpts"
     assert webui_settings.lora_dir() == Path("/loras")
     assert webui_settings.model_folders() == [tmp_path / "models", Path("/loras"), Path("/ckpts")]
+    fake_webui.cmd_opts.ckpt_dirs = ["/neo/ckpt-a", "/neo/ckpt-b"]  # Forge Neo: several folders per kind
+    fake_webui.cmd_opts.vae_dirs = ["/neo/vae"]
+    assert webui_settings.model_folders()[3:] == [Path("/neo/ckpt-a"), Path("/neo/ckpt-b"), Path("/neo/vae")]
 
     assert webui_settings.remote_restricted() is False
     fake_webui.cmd_opts.server_name = "0.0.0.0"

@@ -541,6 +541,16 @@ def clear_prompt_cache() -> None:
             cache[0] = None
 
 
+def has_blip() -> bool:
+    """Whether the WebUI has its BLIP interrogator (Forge Neo removed modules/interrogate.py)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("modules.interrogate") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def blip_captions(images: list[Image.Image]) -> list[str]:
     """A caption per image from the WebUI's BLIP (modules/interrogate.py InterrogateModels:
     load_blip_model, generate_caption, send_blip_to_ram). Only BLIP is loaded: `interrogate()` would
@@ -549,7 +559,10 @@ def blip_captions(images: list[Image.Image]) -> list[str]:
     from modules import devices
 
     s = shared()
-    it = s.interrogator
+    it = getattr(s, "interrogator", None)
+    if it is None or not has_blip():
+        raise StudioError("This WebUI has no BLIP captioner (Forge Neo does not ship modules/interrogate.py).",
+                          "Pick the CoCa photo captioner in the Dataset tab.")
     old_dtype = getattr(it, "dtype", None)
     try:
         if it.blip_model is None:

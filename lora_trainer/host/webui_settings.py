@@ -80,8 +80,11 @@ def model_folders() -> list[Path]:
     from modules import paths, shared
 
     folders = [Path(paths.models_path)]
-    for flag in ("lora_dir", "lyco_dir_backcompat", "ckpt_dir", "vae_dir", "embeddings_dir"):
+    # Forge Neo takes several folders per kind (--ckpt-dirs, --vae-dirs, ...): lists
+    for flag in ("lora_dir", "lyco_dir_backcompat", "ckpt_dir", "vae_dir", "embeddings_dir",
+                 "ckpt_dirs", "vae_dirs", "lora_dirs", "text_encoder_dirs"):
         value = getattr(shared.cmd_opts, flag, None)
-        if value and Path(value) not in folders:
-            folders.append(Path(value))
+        for one in value if isinstance(value, (list, tuple)) else [value]:
+            if one and isinstance(one, (str, os.PathLike)) and Path(one) not in folders:
+                folders.append(Path(one))
     return folders
