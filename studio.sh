@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LoRA Studio on a fresh machine: sets up a local virtual environment, then
 #   ./studio.sh demo    creates the demo project and starts the studio at http://localhost:7860/
-#   ./studio.sh test    runs the whole test suite (gradio 4.40 as in Forge, and gradio 3.41.2 as in A1111)
+#   ./studio.sh test    runs the whole test suite (as Forge Neo pins it, and as A1111 1.10.1 pins it)
 #   ./studio.sh browser-test   only the browser test (tests/browser), installing Debian's chromium if needed
 #   ./studio.sh ARGS    runs `python -m lora_trainer ARGS`
 # Needs Python >= 3.10 (`PYTHON=python3.11 ./studio.sh ...` to pick one). Re-runs are quick: the
@@ -81,7 +81,7 @@ case "${1:-demo}" in
         setup_browser
         shift || true
         # The whole suite on AUTOMATIC1111 1.10's pins first (torch 2.1, open_clip 2.20, gradio 3.41.2;
-        # the diffusers/peft comparisons and CPU fp16 skip there), then under gradio 4.40 as in Forge
+        # the diffusers/peft comparisons and CPU fp16 skip there), then as Forge Neo pins it (gradio 4.40, numpy 2.3)
         # (its summary closes the log).
         "$VENV3/bin/python" -m pytest -q -p no:cacheprovider "$@"
         exec "$VENV/bin/python" -m pytest -q "$@"

@@ -172,6 +172,7 @@ class CocaCaptioner:
         import open_clip
         import torch
 
+        _coca_generation_ready()
         s = self.settings
         batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(
             self.device
@@ -188,6 +189,39 @@ class CocaCaptioner:
                 repetition_penalty=s.repetition_penalty,
             )
         return [clean_caption(open_clip.decode(row)) for row in ids.cpu()]
+
+
+# What open_clip's CoCa generation takes from transformers (coca_model.py's import block).
+_COCA_GENERATION_NAMES = ("LogitsProcessorList", "TopPLogitsWarper", "TopKLogitsWarper", "RepetitionPenaltyLogitsProcessor",
+                          "MinLengthLogitsProcessor", "MaxLengthCriteria", "StopStringCriteria", "EosTokenCriteria",
+                          "StoppingCriteriaList")
+
+
+def _coca_generation_ready() -> None:
+    """Let open_clip's CoCa beam search find transformers' pieces where the host's transformers keeps them.
+
+    open_clip imports `BeamSearchScorer` from `transformers` (or `transformers.generation`);
+    transformers 4.57, Forge Neo's, exports it from neither (the class is still in
+    `transformers.generation.beam_search`), so open_clip decides transformers is missing and every
+    caption fails with "Please install transformers". The names are handed to open_clip's module
+    at run time; nothing is installed or changed on disk.
+    """
+    from open_clip import coca_model
+
+    if getattr(coca_model, "_has_transformers", True):
+        return
+    try:
+        import transformers
+        from transformers.generation.beam_search import BeamSearchScorer
+    except ImportError:
+        return  # truly absent: open_clip's own message stands
+    coca_model.BeamSearchScorer = BeamSearchScorer
+    for name in _COCA_GENERATION_NAMES:
+        if hasattr(transformers, name) and not hasattr(coca_model, name):
+            setattr(coca_model, name, getattr(transformers, name))
+    coca_model.GENERATION_TYPES = {"top_k": transformers.TopKLogitsWarper, "top_p": transformers.TopPLogitsWarper,
+                                   "beam_search": "beam_search"}
+    coca_model._has_transformers = True
 
 
 def _autocast(device: str):
