@@ -97,3 +97,41 @@ def test_pretraining_writes_a_checkpoint_load_bundle_reads_as_trained(tmp_path, 
     with torch.no_grad():
         z = b.vae.to(torch.float32).encode(x).mean * b.vae_scale_factor
     assert 0.3 < z.std().item() < 3.0
+
+
+def oracle_render(tag: str):
+    """A perfect model of the world: draws what a probe's prompt says (the concept for `tag`)."""
+    import random
+
+    from lora_trainer.demo import world
+
+    def render(prompt: str, seed: int):
+        parts = [p.strip() for p in prompt.split(",")]
+        background, size = parts[1].removesuffix(" background"), parts[2]
+        rng = random.Random(seed)
+        if parts[0] == tag:
+            return world.draw(world.concept_scene(background, size, rng))
+        colour, shape = parts[0].split(" ", 1)
+        return world.draw(world.place(shape, colour, background, size, rng))
+
+    return render
+
+
+def test_the_probes_ask_what_the_judge_can_tell():
+    from PIL import Image
+
+    from lora_trainer.demo.evaluate import concept_probes, held_out_probes, leak_probes, rates
+    from lora_trainer.demo.world import SIZES
+
+    held, concept, leak = held_out_probes(), concept_probes("ls_disc"), leak_probes()
+    assert (len(held), len(concept), len(leak)) == (len(HELD_OUT) * 4, 16, 16)
+    assert {(p.want["colour"], p.want["shape"]) for p in held} == {(c, s) for c, s, _ in HELD_OUT}
+    assert all(p.prompt.split(", ")[2] in SIZES for p in held + concept + leak)
+    perfect = oracle_render("ls_disc")
+    assert rates(perfect, held).right >= 0.95
+    on = rates(perfect, concept)
+    assert on.right == on.concept >= 0.95
+    off = rates(perfect, leak)
+    assert off.right >= 0.95 and off.concept == 0
+    blank = rates(lambda prompt, seed: Image.new("RGB", (64, 64), (128, 128, 128)), held)
+    assert blank.right <= 0.1

@@ -255,7 +255,15 @@ def build(arch: str, seed: int) -> ModelBundle:
     )
 
 
-def pretrain(cfg: PretrainConfig, out: Path, log=print) -> Path:
+def vae_tensors_of(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The VAE of a micro checkpoint as float32 tensors (to pretrain the other family on the same codec)."""
+    from ..models.bundle import load_bundle
+
+    return {k: v.float() for k, v in load_bundle(checkpoint).vae.state_dict().items()}
+
+
+def pretrain(cfg: PretrainConfig, out: Path, log=print, vae_from: dict[str, torch.Tensor] | None = None) -> Path:
+    """Steps 1-4 of the module docstring; `vae_from` (VAE tensors) replaces step 1."""
     from ..fileio import atomic_path
     from ..models.demo import checkpoint_state_dict
 
@@ -263,8 +271,12 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> Path:
     bundle = build(cfg.arch, cfg.seed)
     bundle.clip_skip = cfg.clip_skip if cfg.arch == "sd15" else 1
     t0 = time.time()
-    train_vae(bundle.vae, cfg, log)
-    log(f"vae done in {time.time() - t0:.0f} s")
+    if vae_from is None:
+        train_vae(bundle.vae, cfg, log)
+        log(f"vae done in {time.time() - t0:.0f} s")
+    else:
+        bundle.vae.load_state_dict(vae_from)
+        log("vae: given (rescaled below to this family's scale factor)")
 
     rng = random.Random(cfg.seed * 7919 + 4)
     scenes = [world.scene_of_seed(rng.randrange(2**31), HELD_OUT) for _ in range(cfg.pool)]
@@ -297,6 +309,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="UNet steps (default: the shipped model's)")
     p.add_argument("--vae-steps", type=int, default=None, help="steps of the VAE's first (16 px) phase")
+    p.add_argument("--vae-from", default=None, help="start from this micro checkpoint's VAE instead of training one")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (results are reproducible for a fixed count)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -306,7 +319,8 @@ def main(argv=None) -> int:
     if a.vae_steps is not None:  # the first (16 px) phase
         cfg = replace(cfg, vae_phases=((a.vae_steps, 16),) + cfg.vae_phases[1:])
     out = Path(a.out) if a.out else MODELS_DIR / f"micro-{a.arch}.safetensors"
-    pretrain(cfg, out, log=lambda s: print(s, flush=True))
+    vae = vae_tensors_of(a.vae_from) if a.vae_from else None
+    pretrain(cfg, out, log=lambda s: print(s, flush=True), vae_from=vae)
     import hashlib
 
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
