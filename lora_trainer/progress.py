@@ -53,3 +53,13 @@ class CancelToken:
         if self._event.is_set():
             raise Cancelled()
 
+
+
+def format_duration(seconds: float | None) -> str:
+    """`75` -> "1:15", `3725` -> "1:02:05", None -> "?" (ETAs and elapsed times, CLI and tab alike)."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

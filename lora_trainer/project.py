@@ -27,6 +27,7 @@ from .errors import StudioError
 SCHEMA_VERSION = 1  # of project.toml; bump with a migration when a section changes meaning
 MAX_SEGMENT_CHARS = 80  # leaves room for "-NN.safetensors" and the folder path within 255 bytes
 LOGS_DIR = "_logs"
+DEMO_MODEL = "demo-model.safetensors"  # a project's own tiny model (the demo, tests): Train and Compare find it
 
 # Windows refuses these as file names, with or without an extension ("CON.txt" too).
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
@@ -182,6 +183,22 @@ class Project:
     def file_stem(self) -> str:
         """The stem of this project's LoRA files: the last part of the name (`char/alice` -> `alice`)."""
         return self.name.split("/")[-1]
+
+    def path_of(self, text: str) -> Path:
+        """A path as a project's settings write it: relative ones are inside the project folder
+        (the dataset folders, the checkpoint), so a project with its own model can be moved."""
+        path = Path(text.strip()).expanduser()
+        return path if path.is_absolute() else self.dir / path
+
+    def checkpoint(self) -> Path | None:
+        """The model this project renders and trains on when nothing else is named: its [train]
+        checkpoint if that file exists, else its own demo model; None inside a WebUI's project
+        without either (the WebUI's loaded model is meant)."""
+        configured = self.load_file().section("train").get("checkpoint")
+        if isinstance(configured, str) and configured.strip() and self.path_of(configured).is_file():
+            return self.path_of(configured)
+        demo = self.dir / DEMO_MODEL
+        return demo if demo.is_file() else None
 
     def load_file(self) -> ProjectFile:
         return load_project_file(self.toml_path)

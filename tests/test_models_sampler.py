@@ -190,8 +190,11 @@ def test_generate_rejects_bad_sizes(tiny15):
 
 
 def test_a_missing_lora_file_is_named(tiny15, tmp_path):
+    from lora_trainer.network.io import apply_loras  # the caller applies LoRAs around generate()
+
     with pytest.raises(StudioError, match="x.safetensors does not exist"):
-        _gen(tiny15, loras=[(str(tmp_path / "x.safetensors"), 0.8)])
+        with apply_loras(tiny15, [(str(tmp_path / "x.safetensors"), 0.8)], mode="hooks"):
+            _gen(tiny15)
 
 
 def test_infotext_matches_the_webui_format():

@@ -5,17 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..progress import ProgressEvent
-
-
-def format_duration(seconds: float | None) -> str:
-    """`75` -> "1:15", `3725` -> "1:02:05", None -> "?"."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+from ..progress import ProgressEvent, format_duration
 
 
 class ConsoleProgress:

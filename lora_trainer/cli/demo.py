@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..project import DEMO_MODEL  # inside the project folder; Compare and Train look for it there
+
 NAME = "demo"
 HELP = "create the demo project (synthetic images with captions) and start the studio on it"
 
@@ -14,9 +16,6 @@ def add_arguments(parser) -> None:
     add_root_argument(parser)
     add_serve_arguments(parser)
     parser.add_argument("--no-ui", action="store_true", help="only create the demo project")
-
-
-DEMO_MODEL = "demo-model.safetensors"  # inside the project folder; Compare and Train look for it there
 
 
 def demo_train_config(checkpoint: str):

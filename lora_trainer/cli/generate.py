@@ -41,6 +41,7 @@ def parse_lora(spec: str) -> tuple[str, float]:
 
 
 def run(args) -> int:
+    import contextlib
     import random
     from pathlib import Path
 
@@ -50,6 +51,7 @@ def run(args) -> int:
     from ..models.bundle import load_bundle
     from ..models.checkpoint import model_hash
     from ..models.sampler import GenerationParams, generate, resolve_sampler, save_png
+    from ..network.io import apply_loras
     from ._console import ConsoleProgress
 
     resolve_sampler(args.sampler)  # fail before loading a model
@@ -76,11 +78,12 @@ def run(args) -> int:
         loras=tuple(loras),
         extra={"Clip skip": str(args.clip_skip)} if args.clip_skip > 1 else {},
     )
-    image = generate(
-        bundle, params.prompt, params.negative, params.seed, params.steps, params.cfg,
-        params.width, params.height, params.sampler, params.scheduler, loras, progress=ConsoleProgress(),
-        emphasis=True,  # (word:1.2) as the WebUI reads it, like every standalone generation
-    )
+    with apply_loras(bundle, loras, mode="hooks") if loras else contextlib.nullcontext():  # restored after
+        image = generate(
+            bundle, params.prompt, params.negative, params.seed, params.steps, params.cfg,
+            params.width, params.height, params.sampler, params.scheduler, progress=ConsoleProgress(),
+            emphasis=True,  # (word:1.2) as the WebUI reads it, like every standalone generation
+        )
     save_png(image, args.out, params.infotext())
     print(f"wrote {args.out}\n{params.infotext()}")
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 NAME = "grid"
 HELP = "render a comparison grid of a project's saved epochs x LoRA weights (X/Y/Z-plot compatible)"
 
-DEMO_MODEL_FILE = "demo-model.safetensors"  # a project's own tiny model (demos, tests)
 
 
 def add_arguments(parser) -> None:
@@ -50,27 +49,18 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def find_checkpoint(explicit: str | None, project) -> str:
-    """--checkpoint, else the project's [train] checkpoint, else its demo model; else a StudioError."""
-    from pathlib import Path
-
+    """--checkpoint, else the project's own (Project.checkpoint); else a StudioError."""
     from ..errors import StudioError
 
     if explicit:
         return explicit
-    if project is not None:
-        configured = project.load_file().section("train").get("checkpoint")
-        if isinstance(configured, str) and configured:
-            path = Path(configured).expanduser()
-            path = path if path.is_absolute() else project.dir / path  # as TrainConfig.checkpoint_path
-            if path.is_file():
-                return str(path)
-        demo = project.dir / DEMO_MODEL_FILE
-        if demo.is_file():
-            return str(demo)
-    raise StudioError(
-        "No checkpoint to render the grid with.",
-        "Pass --checkpoint FILE (an SD1.5 or SDXL .safetensors), or set the project's training checkpoint.",
-    )
+    found = project.checkpoint() if project is not None else None
+    if found is None:
+        raise StudioError(
+            "No checkpoint to render the grid with.",
+            "Pass --checkpoint FILE (an SD1.5 or SDXL .safetensors), or set the project's training checkpoint.",
+        )
+    return str(found)
 
 
 def run(args) -> int:

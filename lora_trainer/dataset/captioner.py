@@ -19,14 +19,14 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from ..errors import StudioError
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
+from .images import iter_loaded
 from .tag_editor import find_images, load_captions, read_caption_file, rewrite_captions
 from .tags import dedupe_tags, join_tags, parse_tags, tag_counts
 
@@ -275,37 +275,6 @@ def _open_rgb(path: Path):
 
     with Image.open(path) as im:
         return to_rgb(upright(im))
-
-
-def iter_loaded(
-    paths: Sequence[Path], batch_size: int, workers: int, load: Callable
-) -> Iterator[tuple[list[Path], list]]:
-    """Yield `(paths, loaded)` per batch; the next batch decodes in worker threads meanwhile.
-
-    `load(path)` returns the decoded item or raises OSError/ValueError (unreadable file); such
-    items come back as exceptions in `loaded` so the caller can log them and go on.
-    """
-    chunks = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
-
-    def safe(path):
-        try:
-            return load(path)
-        except (
-            OSError,
-            ValueError,
-            SyntaxError,
-        ) as e:  # PIL raises all three for broken files
-            return e
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending = [
-            pool.map(safe, chunk) for chunk in chunks[:2]
-        ]  # the current and the next batch
-        for i, chunk in enumerate(chunks):
-            loaded = list(pending.pop(0))
-            if i + 2 < len(chunks):
-                pending.append(pool.map(safe, chunks[i + 2]))
-            yield chunk, loaded
 
 
 def caption_dataset(

@@ -33,7 +33,7 @@ from ..errors import StudioError
 from ..fileio import atomic_path, write_text
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from ..trash import TrashBatch, move_to_trash
-from .captioner import iter_loaded
+from .images import iter_loaded
 from .tag_editor import find_images
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"  # the cheapest CLIP; 512-d

@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,3 +175,36 @@ def is_image_name(name: str | os.PathLike) -> bool:
 
 def is_caption_name(name: str | os.PathLike) -> bool:
     return str(name).lower().endswith(CAPTION_EXTS) and not Path(name).name.startswith(".")
+
+
+def iter_loaded(
+    paths: Sequence[Path], batch_size: int, workers: int, load: Callable
+) -> Iterator[tuple[list[Path], list]]:
+    """Yield `(paths, loaded)` per batch; the next batch decodes in worker threads meanwhile.
+
+    `load(path)` returns the decoded item or raises OSError/ValueError (unreadable file); such
+    items come back as exceptions in `loaded` so the caller can log them and go on.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+
+    def safe(path):
+        try:
+            return load(path)
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+        ) as e:  # PIL raises all three for broken files
+            return e
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = [
+            pool.map(safe, chunk) for chunk in chunks[:2]
+        ]  # the current and the next batch
+        for i, chunk in enumerate(chunks):
+            loaded = list(pending.pop(0))
+            if i + 2 < len(chunks):
+                pending.append(pool.map(safe, chunks[i + 2]))
+            yield chunk, loaded

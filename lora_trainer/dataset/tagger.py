@@ -28,10 +28,10 @@ from .captioner import (
     CaptionWriteResult,
     check_mode,
     count_tags,
-    iter_loaded,
     needs_caption,
     write_captions,
 )
+from .images import iter_loaded
 from .tag_editor import find_images
 from .tags import join_tags
 

@@ -16,7 +16,7 @@ ancestral noise), so the same seed gives the same image on CPU and GPU up to ker
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -297,19 +297,6 @@ class GenerationParams:
         return format_infotext(prompt, self.negative, pairs)
 
 
-def _apply_loras(bundle: ModelBundle, loras: Sequence[tuple[str, float]]):
-    """LoRA files applied (as hooks) while sampling, restored afterwards: lora_trainer.network does it."""
-    import contextlib
-
-    if not loras:
-        return contextlib.nullcontext()
-    from ..network.io import (
-        apply_loras,  # models/ stays importable without network/ until LoRAs are asked for
-    )
-
-    return apply_loras(bundle, list(loras), mode="hooks")
-
-
 def generate(
     bundle: ModelBundle,
     prompt: str,
@@ -321,14 +308,14 @@ def generate(
     height: int = 512,
     sampler: str = "DPM++ 2M",
     scheduler: str = "karras",
-    loras: Sequence[tuple[str, float]] = (),
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     emphasis: bool = False,
 ) -> Image.Image:
-    """One txt2img image, reproducible for a seed; see `generate_latents` for the steps."""
+    """One txt2img image, reproducible for a seed; see `generate_latents` for the steps. LoRAs are
+    the caller's: applied to the bundle around the call (network.io.apply_loras)."""
     latents = generate_latents(
-        bundle, prompt, negative, seed, steps, cfg, width, height, sampler, scheduler, loras, progress, cancel,
+        bundle, prompt, negative, seed, steps, cfg, width, height, sampler, scheduler, progress, cancel,
         emphasis=emphasis,
     )
     return latents_to_pil(bundle, latents)
@@ -345,7 +332,6 @@ def generate_latents(
     height: int = 512,
     sampler: str = "DPM++ 2M",
     scheduler: str = "karras",
-    loras: Sequence[tuple[str, float]] = (),
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     emphasis: bool = False,
@@ -361,32 +347,31 @@ def generate_latents(
     sigmas = get_sigmas(scheduler, steps, bundle.schedule.sigmas())
 
     # 1. conditioning: cond and uncond at this image's size (SDXL's size embedding)
-    with _apply_loras(bundle, loras):
-        cond = bundle.unet_kwargs(bundle.encode_prompts([prompt], width=width, height=height, emphasis=emphasis))
-        uncond = None
-        if cfg != 1.0:
-            uncond = bundle.unet_kwargs(
-                bundle.encode_prompts([negative], width=width, height=height, is_negative=True, emphasis=emphasis)
-            )
+    cond = bundle.unet_kwargs(bundle.encode_prompts([prompt], width=width, height=height, emphasis=emphasis))
+    uncond = None
+    if cfg != 1.0:
+        uncond = bundle.unet_kwargs(
+            bundle.encode_prompts([negative], width=width, height=height, is_negative=True, emphasis=emphasis)
+        )
 
-        # 2. initial noise from a CPU generator, so the seed means the same on every device
-        gen = torch.Generator("cpu").manual_seed(int(seed))
-        shape = (1, bundle.latent_channels, height // 8, width // 8)
-        x = torch.randn(shape, generator=gen, dtype=torch.float32).to(bundle.device) * sigmas[0]
+    # 2. initial noise from a CPU generator, so the seed means the same on every device
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    shape = (1, bundle.latent_channels, height // 8, width // 8)
+    x = torch.randn(shape, generator=gen, dtype=torch.float32).to(bundle.device) * sigmas[0]
 
-        # 3. sample
-        denoiser = CFGDenoiser(DiscreteDenoiser(bundle.predict, bundle.schedule.sigmas().to(bundle.device), bundle.prediction))
-        extra = {"cond": cond, "uncond": uncond, "cond_scale": float(cfg)}
+    # 3. sample
+    denoiser = CFGDenoiser(DiscreteDenoiser(bundle.predict, bundle.schedule.sigmas().to(bundle.device), bundle.prediction))
+    extra = {"cond": cond, "uncond": uncond, "cond_scale": float(cfg)}
 
-        def callback(d):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            progress(ProgressEvent(fraction=(d["i"] + 1) / steps, text=f"sampling step {d['i'] + 1}/{steps}"))
+    def callback(d):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        progress(ProgressEvent(fraction=(d["i"] + 1) / steps, text=f"sampling step {d['i'] + 1}/{steps}"))
 
-        kwargs = {}
-        if sample_fn is sample_euler_ancestral:
-            kwargs["noise_sampler"] = default_noise_sampler(x, gen)
-        return sample_fn(denoiser, x, sigmas.to(bundle.device), extra_args=extra, callback=callback, **kwargs)
+    kwargs = {}
+    if sample_fn is sample_euler_ancestral:
+        kwargs["noise_sampler"] = default_noise_sampler(x, gen)
+    return sample_fn(denoiser, x, sigmas.to(bundle.device), extra_args=extra, callback=callback, **kwargs)
 
 
 def latents_to_pil(bundle: ModelBundle, latents: torch.Tensor) -> Image.Image:

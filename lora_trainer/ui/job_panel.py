@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..cli._console import format_duration
 from ..jobs import Job, JobStatus
+from ..progress import format_duration
 from .compat import QUIET, on, update
 from .context import StudioContext
 

@@ -62,23 +62,20 @@ def run_stem(project: Project, lora_dir: Path, typed: str | None = None) -> str 
 
 
 def checkpoint_of(ctx: StudioContext, project: Project, typed: str | None) -> Path:
-    """The standalone checkpoint: the typed one, else the CLI's choice for the project (its
-    [train] checkpoint, else its demo model)."""
-    from ...cli.grid import find_checkpoint
+    """The standalone checkpoint: the typed one, else the project's own (Project.checkpoint: its
+    [train] checkpoint, else its demo model), confined as every path is."""
+    from ...models.checkpoint import checkpoint_file
 
     text = (typed or "").strip()
     if text:
-        path = ctx.paths.confine(text)
-        if not path.is_file():
-            raise StudioError(f"The checkpoint {path} does not exist.", "Type the path of an SD1.5 or SDXL .safetensors file.")
-        return path
-    try:
-        return Path(find_checkpoint(None, project))
-    except StudioError:
+        return checkpoint_file(ctx.paths.confine(text))
+    found = project.checkpoint()
+    if found is None:
         raise StudioError(
             "No checkpoint to render the grid with.",
             "Type the path of an SD1.5 or SDXL .safetensors file in Checkpoint, or set the project's training checkpoint.",
-        ) from None
+        )
+    return ctx.paths.confine(found)
 
 
 def clip_skip_of(project: Project, checkpoint: Path) -> int:

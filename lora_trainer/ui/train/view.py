@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...cli._console import format_duration
 from ...jobs import Job, JobStatus
+from ...progress import format_duration
 
 CHART_SIZE = (7.2, 3.0)  # inches at 100 dpi: 720 x 300 px, the width of the tab's main column
 CHART_MAX_POINTS = 2000  # a long run is thinned to this many points: a chart is 720 px wide anyway
