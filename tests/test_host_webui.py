@@ -466,6 +466,20 @@ def test_user_metadata_keeps_what_the_user_wrote(tmp_path):
                     "activation text": "alice, 1girl", "negative text": ""}
 
 
+def test_the_host_is_told_of_each_saved_epoch_and_writes_its_card(webui, tmp_path):
+    from lora_trainer.host.base import SavedLora
+
+    lora = webui.lora_dir / "alice" / "alice-03.safetensors"
+    lora.parent.mkdir(parents=True)
+    lora.write_bytes(b"x")
+    lists_before = len(webui.networks.list_calls)
+    host().on_lora_saved(SavedLora(lora, "alice", "sd15", "alice \\(cosplay\\)"))
+    card = json.loads(lora.with_suffix(".json").read_text())
+    assert card["activation text"] == "alice \\(cosplay\\)" and card["sd version"] == "SD1"
+    assert card["description"] == "LoRA Studio: alice, alice-03"
+    assert len(webui.networks.list_calls) == lists_before + 1  # rescanned: the file is usable at once
+
+
 # ---- generation and captions -----------------------------------------------------------------
 
 

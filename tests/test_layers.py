@@ -21,9 +21,7 @@ LEAF = 1  # the top-level modules: errors, fileio, paths, progress, jobs, projec
 FACES = {"ui", "cli"}
 
 PENDING = {
-    # issue 14, "One application layer": the HTTP routes and the host's VRAM estimate and grid
-    # plan move to app/ and train/; the host is told what it needs instead.
-    ("host.webui", "compare.plan"): "issue 14",
+    # issue 14, "One application layer": the HTTP routes move to app/.
     ("host.webui_api", "compare.plan"): "issue 14",
     ("host.webui_api", "compare.render"): "issue 14",
     ("host.webui_api", "train.config"): "issue 14",

@@ -88,6 +88,16 @@ def infotext_of(image: Image.Image) -> str:
     return str(image.info.get(INFOTEXT_KEY, ""))
 
 
+@dataclass(frozen=True)
+class SavedLora:
+    """What a host is told when training has written an epoch file (Host.on_lora_saved)."""
+
+    path: Path
+    project_name: str
+    arch: str  # "sd15" | "sdxl"
+    activation_text: str  # the dataset's leading tags, as a prompt writes them ("" if none)
+
+
 class Host(abc.ABC):
     """The interface every host implements. Methods may raise StudioError (a user can fix it) and
     Cancelled (the CancelToken was set); anything else is a bug."""
@@ -134,6 +144,10 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def refresh_loras(self) -> None:
         """Make files written since the last look (a new epoch) known to `generate`."""
+
+    def on_lora_saved(self, saved: SavedLora) -> None:
+        """Training wrote `saved.path`: make it usable at once (samples of this epoch use it next)."""
+        self.refresh_loras()
 
     def default_generation(self, arch: str | None = None) -> GenerationRequest:
         """Per-architecture defaults (of the host's model when `arch` is None)."""

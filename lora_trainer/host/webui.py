@@ -40,7 +40,7 @@ from ..errors import StudioError
 from ..fileio import write_text
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from . import webui_compat as W
-from .base import GenerationRequest, Host, restored_module_modes
+from .base import GenerationRequest, Host, SavedLora, restored_module_modes
 
 if TYPE_CHECKING:
     import torch
@@ -302,7 +302,8 @@ class WebUIHost(Host):
         """A job function that runs `fn` holding the queue lock with `shared.state` driven: the job's
         events set job_no / job_count / textinfo, the WebUI's Interrupt cancels the job, and a
         cancel from the studio interrupts a generation in progress. `config` enables the GPU-memory
-        check and VAE parking; `project` the user-metadata cards of the saved epochs."""
+        check and VAE parking; `project` names the job's project (the trainer tells the host each
+        saved epoch itself: on_lora_saved)."""
 
         def run(progress: ProgressFn, cancel: CancelToken):
             session = Session(title, cancel, config, project, progress)
@@ -312,8 +313,6 @@ class WebUIHost(Host):
                     return fn(self._bridge(session), cancel)
                 finally:
                     self._local.session = None
-                    if project is not None:
-                        self._announce(project)
 
         return run
 
@@ -349,8 +348,6 @@ class WebUIHost(Host):
             if event.text:
                 state.textinfo = f"{session.title}: {event.text}"
             session.progress(event)
-            if event.log.startswith("saved ") and session.project is not None:
-                self._announce(session.project)
 
         return progress
 
@@ -436,26 +433,12 @@ class WebUIHost(Host):
                     W.a1111_forget_networks(stale)
             W.refresh_lora_list()
 
-    def _announce(self, project: Project) -> None:
-        """User-metadata cards for the project's epoch files, then a rescan (called after each save)."""
-        from ..compare.plan import dataset_prompt_tags, escape_tag, find_epoch_files
-
-        session = self.session
-        config = session.config if session is not None else None
-        folder = Path(config.output_dir) if config is not None and config.output_dir else self.lora_output_dir(project)
-        keep = config.keep_tokens if config is not None else 1
-        arch = config.arch if config is not None else None
-        stem = (config.project_name if config is not None else "") or project.file_stem
-        try:
-            activation, _ = dataset_prompt_tags(project.dataset_dir, max(1, keep))
-            files = find_epoch_files(folder, stem) if folder.is_dir() else []
-        except (OSError, StudioError):
-            files = []
-        for f in files:
-            path = f.path
-            if not path.with_suffix(".json").is_file():
-                write_user_metadata(path, ", ".join(escape_tag(t) for t in activation), arch or self.model_arch(),
-                                    f"LoRA Studio: {project.name}, {path.stem}")
+    def on_lora_saved(self, saved: SavedLora) -> None:
+        """A user-metadata card beside the new epoch file (the Lora tab shows its activation text;
+        a card the user edited keeps their fields), then a rescan so the file is usable at once."""
+        if not saved.path.with_suffix(".json").is_file():
+            write_user_metadata(saved.path, saved.activation_text, saved.arch,
+                                f"LoRA Studio: {saved.project_name}, {saved.path.stem}")
         self.refresh_loras()
 
     # ---- generation

@@ -266,6 +266,17 @@ def _train_locked(project: Project, config: TrainConfig, host: Host, progress: P
         return _train(project, config, host, bundle, dataset, stem, out_dir, state, info, device, progress, cancel)
 
 
+def _activation_text(project: Project, config: TrainConfig) -> str:
+    """The dataset's leading tags as a prompt writes them (the Lora tab's "activation text")."""
+    from ..compare.plan import dataset_prompt_tags, escape_tag
+
+    try:
+        activation, _ = dataset_prompt_tags(project.dataset_dir, max(1, config.keep_tokens))
+    except (OSError, StudioError):
+        return ""
+    return ", ".join(escape_tag(t) for t in activation)
+
+
 def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_dir: Path, state, info, device,
            progress: ProgressFn, cancel: CancelToken | None) -> TrainResult:
     import torch
@@ -388,6 +399,7 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
                          session_id, started, world)
     result = TrainResult(out_dir, stem, total_epochs=plan.epochs, total_steps=plan.total_steps, resumed_from_epoch=start.epoch)
     log = LossLog(log_path(project.logs_dir, project.name.replace("/", "_"))) if info.is_main else None
+    activation_text = _activation_text(project, config)  # what the host's card for each epoch says
     if info.is_main:
         result.loss_log = log.path
         progress(ProgressEvent(0.0, f"training {stem}: {plan.epochs} epochs, {plan.total_steps} steps", log=plan.preview()))
@@ -410,6 +422,7 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
         D.barrier(info)
 
     def save_epoch(epoch: int, step: int) -> None:
+        from ..host.base import SavedLora
         from ..network.io import save_network
 
         path = epoch_file(out_dir, stem, epoch, plan.epochs)
@@ -432,6 +445,7 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
         if prune:
             to_trash(project.dir, [epochs[n] for n in prune], f"keep only the last {config.keep_only_last_n_epochs} epochs of {stem}")
         progress(ProgressEvent(log=f"saved {path.name} (epoch {epoch}, step {step})"))
+        host.on_lora_saved(SavedLora(path, project.name, bundle.arch, activation_text))  # before this epoch's samples
         if config.sample_every_n_epochs and config.sample_prompts and (epoch % config.sample_every_n_epochs == 0 or final_epoch(epoch, step)):
             result.samples += make_samples(host, project, config, bundle.arch, path.stem, network, progress, cancel)
 
