@@ -307,7 +307,7 @@ def test_webui_modules_come_back_exactly(webui, exit_with, arch):
 
 
 def test_vram_estimate_numbers():
-    from lora_trainer.host.webui import GiB, estimate_vram, vram_parts, vram_problem
+    from lora_trainer.train.memory import GiB, estimate_vram, vram_parts, vram_problem
 
     sd15 = TrainConfig.sd15_defaults()
     sdxl = TrainConfig.sdxl_defaults()
@@ -329,18 +329,29 @@ def test_vram_estimate_numbers():
     assert err.fix.startswith("To fit: turn on gradient checkpointing (about 5.9 GB)")
 
 
-def test_vram_check_runs_on_cuda_with_the_job_config(webui, monkeypatch):
-    from lora_trainer.host.webui import GiB, Session, WebUIHost
+def test_vram_check_runs_on_cuda_with_the_borrowers_check(webui, monkeypatch):
+    from lora_trainer.host.base import BorrowRequest
+    from lora_trainer.host.webui import WebUIHost
+    from lora_trainer.train.memory import GiB, vram_problem
 
     webui.shared.sd_model = webui.models.a1111_sd15()
     h = WebUIHost(device="cpu", free_vram=lambda d: 1 * GiB)
-    h._local.session = Session("t", config=TrainConfig.sd15_defaults())
-    with h.borrow_bundle():
+    asked = []
+
+    def check(arch, free, resident, where):
+        asked.append((arch, free, where))
+        return vram_problem(arch, TrainConfig.sd15_defaults(), free, resident, where)
+
+    with h.borrow_bundle(BorrowRequest(memory_check=check)):
         pass  # on the CPU nothing is checked
+    assert asked == []
     monkeypatch.setattr(h, "device", lambda: torch.device("cuda:0"))
-    with pytest.raises(StudioError) as e, h.borrow_bundle():
+    with pytest.raises(StudioError) as e, h.borrow_bundle(BorrowRequest(memory_check=check)):
         pass
+    assert asked == [("sd15", 1 * GiB, "cuda:0")]
     assert "GPU memory" in e.value.message and "gradient checkpointing" in e.value.fix
+    with h.borrow_bundle():  # a borrower without a check (a test, a tool) is not checked
+        pass
 
 
 # ---- a real training job through wrap_job ----------------------------------------------------

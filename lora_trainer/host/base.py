@@ -16,7 +16,7 @@ import abc
 import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ from ..progress import CancelToken, ProgressFn, no_progress
 if TYPE_CHECKING:
     from PIL import Image
 
+    from ..errors import StudioError
     from ..models.bundle import ModelBundle
     from ..project import Project
 
@@ -89,6 +90,18 @@ def infotext_of(image: Image.Image) -> str:
 
 
 @dataclass(frozen=True)
+class BorrowRequest:
+    """What a borrower of the host's model tells the host it needs.
+
+    memory_check(arch, free, resident, where): the borrower's own verdict on the device's memory
+    (`free` bytes free now, `resident` bytes of the model already there), a StudioError when the
+    run will not fit; the host asks it once the model's family is known, before anything moves to
+    the device. None: nothing to check."""
+
+    memory_check: Callable[[str, int, int, str], StudioError | None] | None = None
+
+
+@dataclass(frozen=True)
 class SavedLora:
     """What a host is told when training has written an epoch file (Host.on_lora_saved)."""
 
@@ -109,7 +122,7 @@ class Host(abc.ABC):
         """The architecture of the model images are made with: "sd15" | "sdxl"."""
 
     @abc.abstractmethod
-    def borrow_bundle(self) -> contextlib.AbstractContextManager[ModelBundle]:
+    def borrow_bundle(self, request: BorrowRequest | None = None) -> contextlib.AbstractContextManager[ModelBundle]:
         """A context manager lending the model as a ModelBundle for training.
 
         Standalone: the loaded checkpoint. WebUI: our modules over the WebUI's loaded tensors.

@@ -29,6 +29,7 @@ from ..errors import StudioError
 from ..progress import CancelToken, ProgressEvent, ProgressFn, no_progress
 from .base import (
     INFOTEXT_KEY,
+    BorrowRequest,
     GenerationRequest,
     Host,
     LoraTag,
@@ -133,7 +134,8 @@ class StandaloneHost(Host):
             return self._model_hash
 
     @contextlib.contextmanager
-    def borrow_bundle(self) -> Iterator[ModelBundle]:
+    def borrow_bundle(self, request: BorrowRequest | None = None) -> Iterator[ModelBundle]:
+        # the memory check is the WebUI's (whose model shares the GPU); here the model is ours alone
         with restored_module_modes(self.bundle()) as bundle:
             yield bundle
 

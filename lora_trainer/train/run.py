@@ -256,7 +256,13 @@ def _train_locked(project: Project, config: TrainConfig, host: Host, progress: P
         from .state import load_state
 
         state = load_state(states[max(states)])
-    with host.borrow_bundle() as bundle:
+    from ..host.base import BorrowRequest
+    from .memory import vram_problem
+
+    def memory_check(arch: str, free: int, resident: int, where: str):
+        return vram_problem(arch, config, free, resident, where)
+
+    with host.borrow_bundle(BorrowRequest(memory_check=memory_check)) as bundle:
         if bundle.arch != config.arch:
             raise StudioError(f"The settings are for {config.arch} but the model is {bundle.arch}.",
                               f"Set arch = \"{bundle.arch}\" in the [train] section (or load a {config.arch} model).")
