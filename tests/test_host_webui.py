@@ -477,6 +477,28 @@ def test_user_metadata_keeps_what_the_user_wrote(tmp_path):
                     "activation text": "alice, 1girl", "negative text": ""}
 
 
+def test_every_gpu_job_of_the_tab_holds_the_queue_lock_and_drives_the_progress_bar(webui, tmp_path):
+    from lora_trainer.ui.context import StudioContext
+
+    ctx = StudioContext.for_root(tmp_path / "studio", host=host())
+    seen = {}
+
+    def work(kind):
+        def run(progress, cancel):
+            seen[kind] = (webui.lock.locked(), webui.shared.state.job_count, webui.shared.state.textinfo)
+            return kind
+        return run
+
+    for kind, gpu in [("tag", True), ("caption", True), ("dedupe", True), ("grid", True), ("import", False)]:
+        job = ctx.submit(kind, f"{kind} alice", work(kind), gpu=gpu)
+        assert job.wait(30) and job.result == kind
+    for kind in ("tag", "caption", "dedupe", "grid"):
+        locked, job_count, text = seen[kind]
+        assert locked and job_count == 1000 and text == f"{kind} alice", kind
+    assert seen["import"][0] is False  # files only: the WebUI stays free
+    assert not webui.lock.locked()
+
+
 def test_the_host_is_told_of_each_saved_epoch_and_writes_its_card(webui, tmp_path):
     from lora_trainer.host.base import SavedLora
 

@@ -160,3 +160,9 @@ def test_the_graph_reader_sees_lazy_and_relative_imports(graph):
     assert "torch" in outside
     assert "ui.context" not in graph["host.webui_api"][0]  # imported for type hints only: not an arrow
     assert "train.run" in graph["host.webui_api"][0]  # ... a lazy import inside a function is one
+
+
+def test_every_job_starts_in_one_place():
+    """StudioContext.submit is the only caller of JobManager.submit (it applies the host's wrapper)."""
+    callers = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "jobs.submit(" in p.read_text("utf-8"))
+    assert callers == ["ui/context.py"]

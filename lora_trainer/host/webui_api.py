@@ -52,12 +52,6 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def as_host_job(ctx: StudioContext, title: str, work, config=None, project=None):
-    """The host's wrapper when it has one (the WebUI host: queue lock, shared.state, Interrupt)."""
-    wrap = getattr(ctx.host, "wrap_job", None)
-    return wrap(title, work, config=config, project=project) if wrap is not None else work
-
-
 def start_training(ctx: StudioContext, project_name: str, overrides: dict[str, Any] | None = None,
                    resume: bool = False) -> Job:
     """Train `project_name` on the host's model with its project.toml [train] settings and `overrides`."""
@@ -80,7 +74,7 @@ def start_training(ctx: StudioContext, project_name: str, overrides: dict[str, A
     def work(progress, cancel):
         return train_job(project, config, host, progress, cancel, resume=resume)
 
-    return ctx.jobs.submit("train", title, as_host_job(ctx, title, work, config, project), gpu=True)
+    return ctx.submit("train", title, work, gpu=True, config=config, project=project)
 
 
 def start_tagging(ctx: StudioContext, project_name: str, model: str, settings: dict[str, Any] | None = None,
@@ -107,7 +101,7 @@ def start_tagging(ctx: StudioContext, project_name: str, model: str, settings: d
         return tag_dataset(project.dataset_dir, project.dir, [source], tag_settings, mode, models_dir,
                            progress=progress, cancel=cancel)
 
-    return ctx.jobs.submit("tag", title, as_host_job(ctx, title, work), gpu=True)
+    return ctx.submit("tag", title, work, gpu=True)
 
 
 def start_captioning(ctx: StudioContext, project_name: str, mode: str = "overwrite") -> Job:
@@ -124,7 +118,7 @@ def start_captioning(ctx: StudioContext, project_name: str, mode: str = "overwri
     def work(progress, cancel):
         return caption_dataset(project.dataset_dir, project.dir, fn, mode, progress=progress, cancel=cancel)
 
-    return ctx.jobs.submit("caption", title, as_host_job(ctx, title, work), gpu=True)
+    return ctx.submit("caption", title, work, gpu=True)
 
 
 def start_grid(ctx: StudioContext, project_name: str, settings: dict[str, Any] | None = None,
@@ -154,7 +148,7 @@ def start_grid(ctx: StudioContext, project_name: str, settings: dict[str, Any] |
         plan = compare_after_training(project.dir, lora_dir, name, host.default_generation(), settings=grid_settings)
         return render_grid(host, plan, target, progress, cancel)
 
-    return ctx.jobs.submit("grid", title, as_host_job(ctx, title, work), gpu=True)
+    return ctx.submit("grid", title, work, gpu=True)
 
 
 def cancel_job(ctx: StudioContext, job_id: str) -> Job:

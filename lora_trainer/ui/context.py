@@ -41,6 +41,15 @@ class StudioContext:
     remote: bool = False  # served beyond loopback (--listen/--share) without the opt-in flag
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def submit(self, kind: str, title: str, work, gpu: bool = False, config: Any = None, project: Any = None):
+        """Start a job, the one way every face starts one. A GPU job runs through the host's job
+        wrapper where it has one (the WebUI: its queue lock, its progress bar and Interrupt; a
+        WebUI generation waits for it, and it for them); `config` and `project` tell the wrapper
+        about a training."""
+        wrap = getattr(self.host, "wrap_job", None) if gpu else None
+        fn = wrap(title, work, config=config, project=project) if wrap is not None else work
+        return self.jobs.submit(kind, title, fn, gpu=gpu)
+
     def standalone_host(self, checkpoint: str | Path, lora_dir: str | Path, clip_skip: int = 1):
         """The StandaloneHost over `checkpoint`, kept here so the model loads once for Train and Compare.
 

@@ -145,7 +145,7 @@ def start_grid_job(ctx: StudioContext, project: Project, host: Host, plan: GridP
         return GridJobResult(result.png, result.json, (w, h), (rows, cols))
 
     title = f"Grid of {plan.stem}: {rows}x{cols} images"
-    return ctx.jobs.submit(GRID_JOB_KIND, title, work, gpu=True).id
+    return ctx.submit(GRID_JOB_KIND, title, work, gpu=True).id
 
 
 def start_compare_for_project(

@@ -152,7 +152,7 @@ class CaptionSection:
             return tag_dataset(project.dataset_dir, project.dir, models, settings, mode, models_dir,
                                progress=progress, cancel=cancel)
 
-        job = self.ctx.jobs.submit("tag", f"Tagging {project.name}", work, gpu=True)
+        job = self.ctx.submit("tag", f"Tagging {project.name}", work, gpu=True)
         return job.id, message("Tagging…")
 
     @guarded(2)
@@ -171,7 +171,7 @@ class CaptionSection:
             fn = injected or load_coca_captioner(model, pretrained, settings, models_dir, progress=progress)
             return caption_dataset(project.dataset_dir, project.dir, fn, mode, progress=progress, cancel=cancel)
 
-        job = self.ctx.jobs.submit("caption", f"Captioning {project.name}", work, gpu=True)
+        job = self.ctx.submit("caption", f"Captioning {project.name}", work, gpu=True)
         return job.id, message("Captioning…")
 
     def finished_outputs(self) -> list:

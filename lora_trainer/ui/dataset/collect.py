@@ -93,7 +93,7 @@ class Overview:
             project = project_of(self.ctx, name)
         except StudioError:
             return ""
-        job = self.ctx.jobs.submit("check", f"Checking {project.name}",
+        job = self.ctx.submit("check", f"Checking {project.name}",
                                    lambda progress, cancel: check_dataset(project.dataset_dir, progress, cancel))
         return job.id
 
@@ -189,7 +189,7 @@ class ImportSection:
             return import_into_dataset(sources, project.dataset_dir, project.dir, options, progress, cancel)
 
         what = sources[0].name if len(sources) == 1 else f"{len(sources)} sources"
-        job = self.ctx.jobs.submit("import", f"Importing {what} into {project.name}", work)
+        job = self.ctx.submit("import", f"Importing {what} into {project.name}", work)
         return job.id, message(f"Importing {what}…")
 
     def finished_outputs(self) -> list:
@@ -317,7 +317,7 @@ class ScrapeSection:
             progress(ProgressEvent(1.0, result.summary()))  # the job panel's closing line
             return result
 
-        job = self.ctx.jobs.submit("scrape", f"Scraping {site} for {query!r}", work)
+        job = self.ctx.submit("scrape", f"Scraping {site} for {query!r}", work)
         return job.id, message(f"Downloading up to {cap} images from {site}…")
 
     def finished_outputs(self) -> list:

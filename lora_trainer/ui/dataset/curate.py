@@ -146,7 +146,7 @@ class DuplicatesSection:
             return find_duplicates(project.dataset_dir, project.cache_dir, threshold, embedder, near=not exact_only,
                                    progress=progress, cancel=cancel)
 
-        job = self.ctx.jobs.submit("dedupe", f"Finding duplicates in {project.name}", work, gpu=True)
+        job = self.ctx.submit("dedupe", f"Finding duplicates in {project.name}", work, gpu=True)
         return job.id, message("Looking for duplicates…")
 
     def _plan(self, plan_job: str) -> DedupePlan:

@@ -278,7 +278,6 @@ def job_of(ctx: StudioContext, job_id: str, name: str | None) -> Job | None:
 
 def start(ctx: StudioContext, project: Project, config: TrainConfig, resume: bool = False) -> Job:
     """Submit the training job; the config is saved to project.toml first (as typed)."""
-    from ...host.webui_api import as_host_job
     from ...train.run import train_job
     from ...train.state import STATE_DIR, saved_states
 
@@ -309,7 +308,7 @@ def start(ctx: StudioContext, project: Project, config: TrainConfig, resume: boo
 
     title = f"{'Resuming' if resume else 'Training'} {project.name}"
     # Inside the WebUI the host wraps the job: its queue lock, progress bar and Interrupt button.
-    job = ctx.jobs.submit("train", title, as_host_job(ctx, title, work, config=resolved, project=project), gpu=True)
+    job = ctx.submit("train", title, work, gpu=True, config=resolved, project=project)
     runs(ctx)[job.id] = files
     return job
 
