@@ -497,6 +497,12 @@ def test_every_gpu_job_of_the_tab_holds_the_queue_lock_and_drives_the_progress_b
         assert locked and job_count == 1000 and text == f"{kind} alice", kind
     assert seen["import"][0] is False  # files only: the WebUI stays free
     assert not webui.lock.locked()
+    # a grid job generates through the WebUI inside its own hold of the (not re-entrant) queue lock
+    from lora_trainer.host.base import GenerationRequest
+
+    webui.shared.sd_model = webui.models.a1111_sd15()
+    job = ctx.submit("grid", "grid alice", lambda p, c: ctx.host.generate(GenerationRequest("a dog", width=64, height=64)), gpu=True)
+    assert job.wait(30) and len(job.result) == 1 and webui.processing.calls[-1]["locked"]
 
 
 def test_the_host_is_told_of_each_saved_epoch_and_writes_its_card(webui, tmp_path):
