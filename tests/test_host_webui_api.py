@@ -91,6 +91,23 @@ def test_train_through_the_api(studio):
     assert [j["id"] for j in listed] == [job["id"]]
 
 
+def test_the_api_grid_lands_where_the_tabs_does(studio, tmp_path):
+    import re
+
+    ctx, project = studio
+    c = client(ctx)
+    assert wait(c, c.post(f"{PREFIX}/train", json={"project": "alice", "config": FAST}).json()["job"]["id"])["status"] == "done"
+    settings = {"weights": [1.0], "seeds": [1], "steps": 2, "width": 64, "height": 64}
+    r = c.post(f"{PREFIX}/grid", json={"project": "alice", "settings": settings})
+    assert r.status_code == 200, r.text
+    job = wait(c, r.json()["job"]["id"], timeout=120)
+    assert job["status"] == "done", job
+    png = Path(job["result"]["png"])
+    assert png.parent == project.output_dir / "grids" and re.fullmatch(r"grid-\d{8}-\d{6}(-\d+)?\.png", png.name)
+    r = c.post(f"{PREFIX}/grid", json={"project": "alice", "settings": settings, "out": str(tmp_path / "elsewhere.png")})
+    assert r.status_code == 400 and "outside the folders LoRA Studio may use" in r.json()["error"]
+
+
 def test_errors_say_what_to_fix(studio):
     ctx, _ = studio
     c = client(ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,25 @@ from .plan import Cell, GridPlan
 if TYPE_CHECKING:
     from PIL import Image
 
+    from ..project import Project
+
 PLAN_CHUNK = "lora_studio_grid"  # PNG text chunk holding the plan JSON
+
+GRIDS_DIR = "grids"  # under the project's output folder: the tab's and the API's grids alike
+
+
+def grids_dir(project: Project) -> Path:
+    return project.output_dir / GRIDS_DIR
+
+
+def new_grid_path(project: Project) -> Path:
+    """`<project>/output/grids/grid-<timestamp>.png`, with -2, -3 ... when that second is taken."""
+    folder = grids_dir(project)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = folder / f"grid-{stamp}.png", 2
+    while path.exists():
+        path, n = folder / f"grid-{stamp}-{n}.png", n + 1
+    return path
 
 
 @dataclass

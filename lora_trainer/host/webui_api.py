@@ -125,7 +125,7 @@ def start_grid(ctx: StudioContext, project_name: str, settings: dict[str, Any] |
                stem: str | None = None, out: str | None = None) -> Job:
     """The epochs x weights grid of a project's run, rendered by the host (the Compare tab's grid)."""
     from ..compare.plan import GridSettings, compare_after_training
-    from ..compare.render import render_grid
+    from ..compare.render import new_grid_path, render_grid
     from ..project import open_project
 
     if ctx.host is None:
@@ -140,13 +140,12 @@ def start_grid(ctx: StudioContext, project_name: str, settings: dict[str, Any] |
     host = ctx.host
     lora_dir = host.lora_output_dir(project)
     name = stem or project.file_stem
-    target = Path(out) if out else project.dir / "grids" / f"{name}-grid.png"
-    target = ctx.paths.confine(target) if out else target
+    target = ctx.paths.confine(out) if out else None  # default: where the tab puts grids (new_grid_path)
     title = f"Grid of {name}"
 
     def work(progress, cancel):
         plan = compare_after_training(project.dir, lora_dir, name, host.default_generation(), settings=grid_settings)
-        return render_grid(host, plan, target, progress, cancel)
+        return render_grid(host, plan, target or new_grid_path(project), progress, cancel)
 
     return ctx.submit("grid", title, work, gpu=True)
 

@@ -7,7 +7,6 @@ button) and `auto_compare_enabled` (whether to start that grid when a training e
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
 GRID_JOB_KIND = "grid"
-GRIDS_DIR = "grids"  # under the project's output folder
 COMPARE_SECTION = "compare"  # project.toml
 AUTO_KEY = "auto_after_training"
 
@@ -116,23 +114,9 @@ class GridJobResult:
     shape: tuple[int, int]  # (rows, columns)
 
 
-def grids_dir(project: Project) -> Path:
-    return project.output_dir / GRIDS_DIR
-
-
-def new_grid_path(project: Project) -> Path:
-    """`<project>/output/grids/grid-<timestamp>.png`, with -2, -3 ... when that second is taken."""
-    folder = grids_dir(project)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path, n = folder / f"grid-{stamp}.png", 2
-    while path.exists():
-        path, n = folder / f"grid-{stamp}-{n}.png", n + 1
-    return path
-
-
 def start_grid_job(ctx: StudioContext, project: Project, host: Host, plan: GridPlan) -> str:
     """Render `plan` with `host` as a GPU job; returns the job id. The PNG goes to new_grid_path."""
-    from ...compare.render import render_grid
+    from ...compare.render import new_grid_path, render_grid
 
     rows, cols = plan.shape
 
@@ -271,6 +255,8 @@ def export_defaults(ctx: StudioContext, project: Project, form: CompareForm) -> 
 
 
 def latest_grid(project: Project) -> Path | None:
+    from ...compare.render import grids_dir
+
     folder = grids_dir(project)
     pngs = sorted(folder.glob("grid-*.png"), key=lambda p: (p.stat().st_mtime_ns, p.name)) if folder.is_dir() else []
     return pngs[-1] if pngs else None
