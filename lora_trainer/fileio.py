@@ -59,15 +59,35 @@ def publish(tmp: Path, target: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (when in doubt: yes, so its file stays)."""
     if pid == os.getpid():
         return True
+    if os.name == "nt":
+        return _alive_windows(pid)
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # POSIX: signal 0 only asks
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True  # someone else's live process
     return True
+
+
+def _alive_windows(pid: int) -> bool:
+    # Not os.kill: on Windows it terminates the process whatever the signal number.
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists, someone else's
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def clean_leftovers(*folders: str | os.PathLike) -> list[Path]:

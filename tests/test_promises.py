@@ -791,3 +791,14 @@ def test_a_name_of_255_bytes_imports_and_renames_within_the_limit(tmp_path):
     (new,) = summary.imported
     assert len(new.name.encode()) <= NAME_MAX_BYTES and new.stem.endswith("_1")
     assert new.with_suffix(".txt").read_text() == "1girl"
+
+
+def test_asking_whether_a_writer_lives_never_signals_it(monkeypatch):
+    # On Windows os.kill(pid, 0) terminates the process: the leftover cleaner must not call it there.
+    from lora_trainer import fileio
+
+    calls, gone = [], dead_pid()
+    monkeypatch.setattr(fileio.os, "kill", lambda pid, sig: calls.append((pid, sig)))
+    monkeypatch.setattr(fileio, "_alive_windows", lambda pid: True)
+    monkeypatch.setattr(fileio.os, "name", "nt")
+    assert fileio._alive(gone) is True and calls == []
