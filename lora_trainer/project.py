@@ -35,6 +35,13 @@ _FORBIDDEN_CHARS = set('<>:"\\|?*')
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+def in_project(project_dir: str | os.PathLike, text: str) -> Path:
+    """A path as a project's settings write it: `~` expanded, and a relative one inside the project
+    folder (dataset folders, the checkpoint, the output folder), so a project with its own files can move."""
+    path = Path(text.strip()).expanduser()
+    return path if path.is_absolute() else Path(project_dir) / path
+
+
 def default_root() -> Path:
     """The standalone studio's root: $LORA_STUDIO_ROOT, else ./studio."""
     return Path(os.environ.get("LORA_STUDIO_ROOT", "studio")).absolute()
@@ -184,19 +191,13 @@ class Project:
         """The stem of this project's LoRA files: the last part of the name (`char/alice` -> `alice`)."""
         return self.name.split("/")[-1]
 
-    def path_of(self, text: str) -> Path:
-        """A path as a project's settings write it: relative ones are inside the project folder
-        (the dataset folders, the checkpoint), so a project with its own model can be moved."""
-        path = Path(text.strip()).expanduser()
-        return path if path.is_absolute() else self.dir / path
-
     def checkpoint(self) -> Path | None:
         """The model this project renders and trains on when nothing else is named: its [train]
         checkpoint if that file exists, else its own demo model; None inside a WebUI's project
         without either (the WebUI's loaded model is meant)."""
         configured = self.load_file().section("train").get("checkpoint")
-        if isinstance(configured, str) and configured.strip() and self.path_of(configured).is_file():
-            return self.path_of(configured)
+        if isinstance(configured, str) and configured.strip() and in_project(self.dir, configured).is_file():
+            return in_project(self.dir, configured)
         demo = self.dir / DEMO_MODEL
         return demo if demo.is_file() else None
 

@@ -281,23 +281,21 @@ class TrainConfig:
         return dataclasses.replace(plan, warmup_steps=self.warmup_steps(plan.total_steps))
 
     def checkpoint_path(self, project_dir: str | Path) -> Path | None:
-        """The model file to train on: a relative path is inside the project folder (like the
-        dataset folders), so a project with its own model can be moved; None = the WebUI's model."""
-        if not self.checkpoint:
-            return None
-        path = Path(self.checkpoint).expanduser()
-        return path if path.is_absolute() else Path(project_dir) / path
+        """The model file to train on (relative: inside the project folder, project.in_project);
+        None = the WebUI's model."""
+        from ..project import in_project
+
+        return in_project(project_dir, self.checkpoint) if self.checkpoint else None
 
     def with_paths(self, project_dir: str | Path, confine: Callable[[Path], Path]) -> TrainConfig:
         """This config with every path it names made absolute against the project folder and passed
         through `confine`, the one check of where a path may point (it raises a StudioError): the
         model files and the output folder; the dataset folders are checked the same way. An empty
         path stays empty (the defaults)."""
-        base = Path(project_dir)
+        from ..project import in_project
 
         def fix(text: str) -> str:
-            path = Path(text.strip()).expanduser()
-            return str(confine(path if path.is_absolute() else base / path))
+            return str(confine(in_project(project_dir, text)))
 
         changes = {name: fix(getattr(self, name)) for name in PATH_SETTINGS if getattr(self, name).strip()}
         for folder in self.datasets:  # checked, but kept as written: a project with relative folders can move
@@ -306,9 +304,9 @@ class TrainConfig:
 
     def resolve_folders(self, project_dir: str | Path) -> list[DatasetFolder]:
         """The dataset folders with relative paths made absolute against the project folder."""
-        base = Path(project_dir)
-        return [dataclasses.replace(f, path=str(base / f.path) if not Path(f.path).is_absolute() else f.path)
-                for f in self.datasets]
+        from ..project import in_project
+
+        return [dataclasses.replace(f, path=str(in_project(project_dir, f.path))) for f in self.datasets]
 
     # ---- TOML
 

@@ -92,8 +92,10 @@ def file_stem(project: Project, config: TrainConfig) -> str:
 
 
 def output_dir_for(project: Project, config: TrainConfig, host: Host | None) -> Path:
-    if config.output_dir:
-        return Path(config.output_dir)
+    if config.output_dir.strip():  # relative: inside the project folder, as the tab resolves it
+        from ..project import in_project
+
+        return in_project(project.dir, config.output_dir)
     return host.lora_output_dir(project) if host is not None else project.output_dir
 
 
