@@ -73,12 +73,18 @@ def add_serve_arguments(parser) -> None:
                         help="with --listen: let the 'any folder' setting work (as the WebUI's flag of that name)")
 
 
-def serve_studio(args, root: Path) -> int:
-    """Start the standalone studio on `root` as the serve arguments ask (refused when open to the network)."""
+def serve_access(args):
+    """The ServeAccess the serve arguments ask for (a StudioError when open to the network)."""
     from ..logins import ServeAccess
+
+    return ServeAccess.decide(args.listen, args.auth, args.auth_file, args.insecure_open)
+
+
+def serve_studio(args, root: Path, access=None) -> int:
+    """Start the standalone studio on `root` as the serve arguments ask (`access` if already decided)."""
     from ..ui.context import StudioContext
     from ..ui.standalone import serve
 
-    access = ServeAccess.decide(args.listen, args.auth, args.auth_file, args.insecure_open)
+    access = access or serve_access(args)
     serve(StudioContext.for_root(root, remote=args.listen and not args.insecure), port=args.port, access=access)
     return 0

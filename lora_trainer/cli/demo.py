@@ -61,14 +61,12 @@ def ensure_demo_project(root):
 
 
 def run(args) -> int:
-    from ..logins import ServeAccess
-    from ._common import root_of, serve_studio
+    from ._common import root_of, serve_access, serve_studio
 
     root = root_of(args)
-    if not args.no_ui:  # refused before anything is made
-        ServeAccess.decide(args.listen, args.auth, args.auth_file, args.insecure_open)
+    access = None if args.no_ui else serve_access(args)  # refused before anything is made
     project = ensure_demo_project(root)
     print(f"Demo project ready: {project.dir}")
     if args.no_ui:
         return 0
-    return serve_studio(args, root)
+    return serve_studio(args, root, access)

@@ -407,7 +407,7 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
                          session_id, started, world)
     result = TrainResult(out_dir, stem, total_epochs=plan.epochs, total_steps=plan.total_steps, resumed_from_epoch=start.epoch)
     log = LossLog(log_path(project.logs_dir, project.name.replace("/", "_"))) if info.is_main else None
-    activation_text = _activation_text(project, config)  # what the host's card for each epoch says
+    activation_text = _activation_text(project, config) if info.is_main else ""  # for the host's card of each epoch
     if info.is_main:
         result.loss_log = log.path
         progress(ProgressEvent(0.0, f"training {stem}: {plan.epochs} epochs, {plan.total_steps} steps", log=plan.preview()))
