@@ -47,7 +47,7 @@ def cell_pixels(result, row: int, col: int) -> np.ndarray:
 def test_two_epochs_by_weights_grid(run, tmp_path):
     _, project, host = run
     plan = compare_after_training(project.dir, project.output_dir, "demo", host.default_generation(), settings=SMALL)
-    assert plan.base.prompt == "lsdemo, simple background, <lora:demo-01:0>"
+    assert plan.base.prompt == "lsdemo, large, blue background, <lora:demo-01:0>"
     assert plan.shape == (2, 3)
 
     calls, events = [], []
@@ -82,7 +82,7 @@ def test_two_epochs_by_weights_grid(run, tmp_path):
 
     # generation parameters, pasteable into the WebUI, and the plan
     params = png.text["parameters"]
-    assert params.startswith("lsdemo, simple background, <lora:demo-01:0>\nSteps: 2, Sampler: DPM++ 2M")
+    assert params.startswith("lsdemo, large, blue background, <lora:demo-01:0>\nSteps: 2, Sampler: DPM++ 2M")
     assert params.endswith('Script: X/Y/Z plot, X Type: Prompt S/R, X Values: ":0>, :1>", Y Type: Prompt S/R, Y Values: "demo-01, demo-02"')
     assert json.loads(png.text[PLAN_CHUNK])["rows"] == ["demo-01", "demo-02"]
     saved = json.loads(result.json.read_text())
@@ -137,7 +137,9 @@ def test_cli_grid_with_the_projects_demo_model(run, tmp_path, capsys):
     assert (tmp_path / "xyz.txt").read_text() in printed
     plan = json.loads((tmp_path / "cli.json").read_text())
     assert plan["rows"] == ["0.5", "1"] and plan["cols"] == ["demo-02\nseed 3", "demo-02\nseed 4"]
-    assert Image.open(out).text["parameters"].startswith("lsdemo, simple background, <lora:demo-02:0.5>\n")
+    params = Image.open(out).text["parameters"]
+    assert params.startswith("lsdemo, large, blue background, <lora:demo-02:0.5>\n")
+    assert "Clip skip: 2" in params  # as the project trains (SD1.5's default), not the host's default 1
 
 
 def test_cli_grid_needs_a_checkpoint(tmp_path, capsys):

@@ -244,3 +244,13 @@ def test_encode_decode_images_shapes(sd15):
     assert lat.shape == (1, 4, 8, 6)
     out = b.decode_latents(lat)
     assert out.shape == (1, 3, 64, 48) and out.min() >= -1 and out.max() <= 1
+
+
+def test_native_size_reads_the_modelspec_resolution_and_else_the_family():
+    from lora_trainer.models.checkpoint import native_size
+
+    assert native_size("sd15", {"modelspec.resolution": "64x64"}) == (64, 64)
+    assert native_size("sdxl", {"modelspec.resolution": "1024x768"}) == (1024, 768)
+    assert native_size("sd15") == (512, 512) and native_size("sdxl", {}) == (1024, 1024)
+    for junk in ("", "big", "0x0", "32x32", "64x"):  # unreadable or too small: the family's
+        assert native_size("sd15", {"modelspec.resolution": junk}) == (512, 512)

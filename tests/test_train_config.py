@@ -123,6 +123,7 @@ def fields_of(problems: list[Problem], severity: str | None = None) -> set[str]:
         ({"unet_lr": 0.0}, "unet_lr"),
         ({"text_encoder_lr": -1e-4}, "text_encoder_lr"),
         ({"resolution": 500}, "resolution"),
+        ({"resolution": 32}, "resolution"),
         ({"arch": "sdxl", "cache_text_encoder_outputs": True}, "cache_text_encoder_outputs"),
         ({"cache_text_encoder_outputs": True, "text_encoder_lr": 0.0}, "cache_text_encoder_outputs"),  # sd15
         ({"full_fp16": True, "mixed_precision": "bf16"}, "full_fp16"),
@@ -158,6 +159,19 @@ def test_validation_accepts_what_the_guide_allows():
     assert "AdamW8bit" in msg.fix
     warn = validate(TrainConfig().replace(optimizer="Prodigy"))
     assert fields_of(warn, "warning") == {"unet_lr"} and fields_of(warn, "error") == set()
+
+
+def test_a_64_px_model_trains_at_its_own_size_and_a_real_one_is_warned(tmp_path):
+    """64 px is the demo models' size (their header says so); a real model below 256 px is
+    warned about."""
+    from lora_trainer.cli.demo import ensure_demo_project
+
+    for arch in ("sd15", "sdxl"):
+        project = ensure_demo_project(tmp_path, arch)
+        config = TrainConfig.from_toml_dict(project.load_file().section("train")).replace(checkpoint=str(project.checkpoint()))
+        assert config.arch == arch and validate(config) == []
+        [warning] = validate(config.replace(checkpoint=""))  # the WebUI's model: a real one
+        assert (warning.field, warning.severity) == ("resolution", "warning") and "512 (SD1.5) or 1024 (SDXL)" in warning.fix
 
 
 def summary(images=20, captions=20, repeats=10, buckets=None, **kw) -> DatasetSummary:

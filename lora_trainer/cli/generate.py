@@ -13,8 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed and saved)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=7.0, help="CFG scale; 1 = no guidance (faster)")
-    parser.add_argument("--width", type=int, default=None, help="default 512 (SD1.5) or 1024 (SDXL)")
-    parser.add_argument("--height", type=int, default=None, help="default 512 (SD1.5) or 1024 (SDXL)")
+    parser.add_argument("--width", type=int, default=None, help="default: the model's size (512 SD1.5, 1024 SDXL)")
+    parser.add_argument("--height", type=int, default=None, help="default: the model's size (512 SD1.5, 1024 SDXL)")
     parser.add_argument("--sampler", default="DPM++ 2M", help="DPM++ 2M, Euler a or Euler")
     parser.add_argument("--scheduler", default="karras", help="karras, exponential or uniform")
     parser.add_argument("--lora", action="append", default=[], metavar="FILE:W", help="a LoRA at weight W (repeatable)")
@@ -49,7 +49,7 @@ def run(args) -> int:
 
     from ..errors import StudioError
     from ..models.bundle import load_bundle
-    from ..models.checkpoint import model_hash
+    from ..models.checkpoint import model_hash, native_size, read_checkpoint
     from ..models.sampler import GenerationParams, generate, resolve_sampler, save_png
     from ..network.io import apply_loras
     from ._console import ConsoleProgress
@@ -68,11 +68,11 @@ def run(args) -> int:
         zero_terminal_snr=True if args.ztsnr else None,
         clip_skip=args.clip_skip,
     )
-    default_size = 1024 if bundle.arch == "sdxl" else 512
+    width, height = native_size(bundle.arch, read_checkpoint(args.checkpoint)[1])
     seed = args.seed if args.seed >= 0 else random.randrange(2**32)
     params = GenerationParams(
         prompt=args.prompt, negative=args.negative, seed=seed, steps=args.steps, cfg=args.cfg,
-        width=args.width or default_size, height=args.height or default_size,
+        width=args.width or width, height=args.height or height,
         sampler=args.sampler, scheduler=args.scheduler,
         model_hash=model_hash(args.checkpoint), model_name=Path(args.checkpoint).stem,
         loras=tuple(loras),

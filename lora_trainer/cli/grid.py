@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, nargs="+", default=[1], metavar="S", help="one or more seeds (one row per epoch and seed)")
     parser.add_argument("--steps", type=int, help="default 20")
     parser.add_argument("--cfg", type=float, help="CFG scale, default 7")
-    parser.add_argument("--size", help="WxH, default 512x512 (SD1.5) or 1024x1024 (SDXL)")
+    parser.add_argument("--size", help="WxH, default: the model's size (512x512 SD1.5, 1024x1024 SDXL)")
     parser.add_argument("--sampler", help="DPM++ 2M (default), Euler a or Euler")
     parser.add_argument("--scheduler", help="Karras (default), Exponential, Uniform or Automatic")
     parser.add_argument("--no-lora-column", action="store_true", help="add a column without the LoRA")
@@ -98,9 +98,12 @@ def run(args) -> int:
     import torch
 
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    from ..train.config import clip_skip_of
+
+    checkpoint = find_checkpoint(args.checkpoint, project)
     host = StandaloneHost(
-        find_checkpoint(args.checkpoint, project), [lora_dir],
-        device=None if args.device == "auto" else args.device, dtype=dtypes.get(args.dtype),
+        checkpoint, [lora_dir], device=None if args.device == "auto" else args.device, dtype=dtypes.get(args.dtype),
+        clip_skip=clip_skip_of(project, checkpoint) if project is not None else 1,  # as the project trains
     )
     keep = project.load_file().section("train").get("keep_tokens", 1) if project is not None else 1
     plan = make_plan(

@@ -74,14 +74,26 @@ class GenerationRequest:
         return format_infotext(self.prompt, self.negative_prompt, pairs)
 
 
-def default_generation(arch: str) -> GenerationRequest:
-    """The defaults of an architecture: SD1.5 512x512, SDXL 1024x1024; 20 steps, CFG 7, DPM++ 2M Karras."""
+def default_generation(arch: str, size: tuple[int, int] | None = None) -> GenerationRequest:
+    """The defaults of an architecture: SD1.5 512x512, SDXL 1024x1024 (or the model's own `size`,
+    models.checkpoint.native_size); 20 steps, CFG 7, DPM++ 2M Karras."""
     if arch not in ARCHES:
         from ..errors import StudioError
 
         raise StudioError(f"Unknown architecture {arch!r}.", f"Use one of: {', '.join(ARCHES)}.")
-    size = 1024 if arch == "sdxl" else 512
-    return GenerationRequest(prompt="", width=size, height=size)
+    from ..models.checkpoint import native_size
+
+    width, height = size or native_size(arch)
+    return GenerationRequest(prompt="", width=width, height=height)
+
+
+def checkpoint_defaults(path: str | Path) -> GenerationRequest:
+    """default_generation of a checkpoint file, read from its header and shapes alone (its family,
+    and its own size when the header gives one) without building the model."""
+    from ..models.checkpoint import describe, native_size
+
+    info = describe(path)
+    return default_generation(info["arch"], native_size(info["arch"], info["metadata"]))
 
 
 def infotext_of(image: Image.Image) -> str:

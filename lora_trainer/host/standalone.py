@@ -33,6 +33,7 @@ from .base import (
     GenerationRequest,
     Host,
     LoraTag,
+    checkpoint_defaults,
     parse_lora_tags,
     restored_module_modes,
 )
@@ -124,6 +125,12 @@ class StandaloneHost(Host):
 
                 self._arch = describe(self.checkpoint)["arch"]
             return self._arch
+
+    def default_generation(self, arch: str | None = None) -> GenerationRequest:
+        """The family's defaults at the model's own size (a micro model's 64 px, from its header)."""
+        if arch not in (None, self.model_arch()):
+            return super().default_generation(arch)
+        return checkpoint_defaults(self.checkpoint)
 
     def model_hash(self) -> str:
         with self._lock:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .clip_text import ClipTextConfig
 
 ARCHES = ("sd15", "sdxl")
+FAMILY_SIZE = {"sd15": 512, "sdxl": 1024}  # the picture side each family was trained at
+RESOLUTION_KEY = "modelspec.resolution"  # ModelSpec's "<width>x<height>" header field
 
 # Where each part lives in a single-file checkpoint (ldm / sgm names).
 UNET_PREFIX = "model.diffusion_model."
@@ -265,6 +267,16 @@ def detect(
         zero_terminal_snr = ZTSNR_KEY in tensors
     dtypes = Counter(v.dtype for k, v in tensors.items() if k.startswith(UNET_PREFIX))
     return Detection(arch, prediction, bool(zero_terminal_snr), dtypes.most_common(1)[0][0])
+
+
+def native_size(arch: str, metadata: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(width, height) a model was trained at: the file's ModelSpec resolution when it gives one
+    (the demo's micro models say 64x64), else its family's (SD1.5 512, SDXL 1024)."""
+    w, sep, h = str((metadata or {}).get(RESOLUTION_KEY, "")).partition("x")
+    if sep and w.strip().isdigit() and h.strip().isdigit() and int(w) >= 64 and int(h) >= 64:
+        return int(w), int(h)
+    side = FAMILY_SIZE[arch]
+    return side, side
 
 
 def part(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

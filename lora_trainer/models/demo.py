@@ -84,12 +84,13 @@ def demo_state_dict(arch: str = "sd15", seed: int = 0, dtype: torch.dtype = torc
 
 def write_demo_checkpoint(
     path: str | Path, arch: str = "sd15", seed: int = 0, dtype: str | torch.dtype = "fp16",
-    prediction: str = "eps", zero_terminal_snr: bool = False,
+    prediction: str = "eps", zero_terminal_snr: bool = False, resolution: int | None = None,
 ) -> Path:
     """Write a tiny random checkpoint to `path` (atomically) and return the path.
 
     prediction="v" / zero_terminal_snr=True add the `v_pred` / `ztsnr` marker keys, as some
-    v-prediction checkpoints carry them.
+    v-prediction checkpoints carry them. `resolution` (pixels) goes into the header as the
+    model's own size (checkpoint.native_size), so generation and grids default to it.
     """
     from safetensors.torch import save_file
 
@@ -104,5 +105,8 @@ def write_demo_checkpoint(
         sd[ckpt.ZTSNR_KEY] = torch.tensor([])
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata={"format": "pt"})
+        metadata = {"format": "pt"}
+        if resolution is not None:
+            metadata[ckpt.RESOLUTION_KEY] = f"{resolution}x{resolution}"
+        save_file(sd, str(tmp), metadata=metadata)
     return path

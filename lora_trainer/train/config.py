@@ -625,8 +625,11 @@ def validate(config: TrainConfig, summary: DatasetSummary | None = None) -> list
         err("datasets", "every folder is a regularization folder; there is nothing to learn.", "Mark the training folder as not regularization.")
     choice("caption_extension", CAPTION_EXTENSIONS)
     step_unit = 64 if c.arch == "sd15" else 32
-    if at_least("resolution", 256) and c.resolution % 64:
-        err("resolution", "must be a multiple of 64.", f"Use {round(c.resolution / 64) * 64}.")
+    if at_least("resolution", 64) and c.resolution % 64:
+        err("resolution", "must be a multiple of 64.", f"Use {max(1, round(c.resolution / 64)) * 64}.")
+    elif c.resolution < 256 and c.resolution < _native_side(c.checkpoint):  # the demo's micro models are 64 px
+        warn("resolution", f"{c.resolution} px suits only tiny models such as the demo's.",
+             "Real models train at 512 (SD1.5) or 1024 (SDXL); 256 is the least the guide allows.")
     if c.resolution > 2048:
         err("resolution", "must be at most 2048.", "The guide trains SD1.5 at 512 and SDXL at 1024.")
     if at_least("bucket_reso_steps", step_unit) and c.bucket_reso_steps % step_unit:
@@ -775,3 +778,29 @@ def _dataset_problems(c: TrainConfig, s: DatasetSummary) -> list[Problem]:
             p.append(Problem("lr_warmup_ratio", c.lr_warmup_ratio, "REX's warmup is as long as a whole cycle.", "Lower the warmup ratio."))
     return p
 
+
+def _native_side(checkpoint: str) -> int:
+    """The picture side the checkpoint was trained at, from its header (models.checkpoint.native_size);
+    the largest family's when there is no readable file to ask."""
+    from ..models.checkpoint import FAMILY_SIZE
+
+    if checkpoint and Path(checkpoint).is_file():
+        try:
+            from ..models.checkpoint import describe, native_size
+
+            info = describe(checkpoint)
+            return min(native_size(info["arch"], info["metadata"]))
+        except StudioError:
+            pass
+    return max(FAMILY_SIZE.values())
+
+
+def clip_skip_of(project, checkpoint: str | Path) -> int:
+    """The CLIP skip `project` trains with (SD1.5 only; 1 for SDXL), so that its grids and samples
+    read prompts as its training did."""
+    from ..models.checkpoint import describe
+
+    if describe(checkpoint)["arch"] != "sd15":
+        return 1
+    value = project.load_file().section("train").get("clip_skip", TrainConfig.clip_skip)
+    return value if isinstance(value, int) and 1 <= value <= 12 else TrainConfig.clip_skip

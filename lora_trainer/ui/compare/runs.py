@@ -19,7 +19,7 @@ from ...compare.plan import (
     make_plan,
 )
 from ...errors import StudioError
-from ...host.base import GenerationRequest, Host, default_generation
+from ...host.base import GenerationRequest, Host, checkpoint_defaults, default_generation
 from ...progress import ProgressEvent
 from ...project import Project, open_project
 from ..context import StudioContext
@@ -76,21 +76,12 @@ def checkpoint_of(ctx: StudioContext, project: Project, typed: str | None) -> Pa
     return ctx.paths.confine(found)
 
 
-def clip_skip_of(project: Project, checkpoint: Path) -> int:
-    """The CLIP skip the project trains with (SD1.5 only), so grids match its training samples."""
-    from ...models.checkpoint import describe
-    from ...train.config import TrainConfig
-
-    if describe(checkpoint)["arch"] != "sd15":
-        return 1
-    value = project.load_file().section("train").get("clip_skip", TrainConfig.clip_skip)
-    return value if isinstance(value, int) and 1 <= value <= 12 else TrainConfig.clip_skip
-
-
 def host_for(ctx: StudioContext, project: Project, lora_dir: Path, checkpoint: str | None = None) -> Host:
     """The WebUI's host when inside the WebUI, else a standalone host over the checkpoint."""
     if ctx.host is not None:
         return ctx.host
+    from ...train.config import clip_skip_of
+
     path = checkpoint_of(ctx, project, checkpoint)
     return ctx.standalone_host(path, lora_dir, clip_skip_of(project, path))
 
@@ -237,9 +228,7 @@ def model_defaults(ctx: StudioContext, project: Project, checkpoint: str | None 
     cached host (standalone: the checkpoint's header tells its architecture)."""
     if ctx.host is not None:
         return ctx.host.default_generation()
-    from ...models.checkpoint import describe
-
-    return default_generation(describe(checkpoint_of(ctx, project, checkpoint))["arch"])
+    return checkpoint_defaults(checkpoint_of(ctx, project, checkpoint))
 
 
 def export_defaults(ctx: StudioContext, project: Project, form: CompareForm) -> GenerationRequest:

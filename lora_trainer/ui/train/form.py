@@ -89,8 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
        "The SDXL VAE makes black images (NaNs) in fp16; the XL trainer always keeps it in fp32.", expert=True),
     # ---- Processing
     _s("resolution", "Resolution", "Processing", "slider",
-       "Training resolution. Images are sorted into aspect-ratio buckets, no cropping needed. 512 for SD1.5, 1024 for SDXL.",
-       minimum=256, maximum=2048, step=64),
+       "Training resolution. Images are sorted into aspect-ratio buckets, no cropping needed. 512 for SD1.5, 1024 for SDXL (the demo's micro model: 64).",
+       minimum=64, maximum=2048, step=64),
     _s("flip_aug", "Flip images", "Processing", "checkbox",
        "Mirrors images at random: helps with fewer than 20 images. Leave off if asymmetry matters (a side ponytail)."),
     _s("shuffle_tags", "Shuffle tags", "Processing", "checkbox",
