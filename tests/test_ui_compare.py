@@ -100,7 +100,7 @@ def test_the_tab_finds_the_saved_epochs_and_fills_the_default_prompt(studio):
     assert "demo-01, demo-02" in component(tab, "lora_studio_compare_found").value  # shown at build time
     out = views(tab, "demo", *form(), 64, 64)
     assert "2 file(s)" in out["lora_studio_compare_found"] and "demo-01, demo-02" in out["lora_studio_compare_found"]
-    assert out["lora_studio_compare_prompt"] == "lsdemo, simple background, <lora:demo-01:0.5>"
+    assert out["lora_studio_compare_prompt"] == "lsdemo, large, blue background, <lora:demo-01:0.5>"
     assert out["lora_studio_compare_width"] != 512  # a size the user chose is kept
     # A size still at an architecture's default follows the model (the demo model is SD1.5).
     out = views(tab, "demo", *form(width=1024, height=1024), 1024, 1024)
@@ -184,7 +184,7 @@ def test_export_gives_the_prompt_sr_axes(studio):
     text, msg = trigger(tab, "lora_studio_compare_export", "click", "demo", *form(swap=True))
     assert "ls-info" in msg
     lines = text.splitlines()
-    assert "Prompt: lsdemo, simple background, <lora:demo-01:0.5>" in lines
+    assert "Prompt: lsdemo, large, blue background, <lora:demo-01:0.5>" in lines
     assert lines[lines.index("X type: Prompt S/R") + 1] == "X values: demo-01, demo-02"  # swapped: epochs are X
     assert lines[lines.index("Y type: Prompt S/R") + 1] == "Y values: :0.5>, :1>"
     assert "Steps: 2, Sampler: Euler, Schedule type: Karras, CFG scale: 7, Size: 64x64" in text
@@ -199,7 +199,7 @@ def test_one_click_compare_renders_every_saved_epoch(studio):
     assert job.result.shape == (2, 2) and job.result.png.is_file()
     plan = json.loads(job.result.json.read_text())
     assert [e["file"] for e in plan["epochs"]] == ["demo-01.safetensors", "demo-02.safetensors"]
-    assert plan["generation"]["prompt"] == "lsdemo, simple background, <lora:demo-01:0.5>"
+    assert plan["generation"]["prompt"] == "lsdemo, large, blue background, <lora:demo-01:0.5>"
     # The panel shows it in the Compare tab too.
     out = finish(ctx, tab, job_id)
     assert out["lora_studio_compare_image"] == str(job.result.png)
@@ -213,7 +213,7 @@ def test_auto_render_option_is_kept_in_project_toml(studio):
     assert auto_compare_enabled(project)
     # A project change shows the project's option (and drops the previous project's prompt).
     out = by_id(compare_handler(tab, "lora_studio_project", "change")("demo", *form(prompt="old"), 64, 64))
-    assert out["lora_studio_compare_auto"] is True and out["lora_studio_compare_prompt"] == "lsdemo, simple background, <lora:demo-01:0.5>"
+    assert out["lora_studio_compare_auto"] is True and out["lora_studio_compare_prompt"] == "lsdemo, large, blue background, <lora:demo-01:0.5>"
     trigger(tab, "lora_studio_compare_auto", "input", "demo", False)
     assert not auto_compare_enabled(project)
 

@@ -346,7 +346,7 @@ def test_the_demo_project_is_ready_to_train(ctx):
     loaded = call(tab, "lora_studio_train_load", "click", "do_load", "demo")
     assert loaded["lora_studio_train_checkpoint"] == "demo-model.safetensors"  # relative: inside the project
     assert "No problems found." in loaded["lora_studio_train_problems"]
-    assert "12 images x 2 repeats = 24 steps." in text(loaded["lora_studio_train_preview"])
+    assert "16 images x 5 repeats = 80 steps." in text(loaded["lora_studio_train_preview"])
 
 
 def test_the_run_view_after_a_restart_through_gradio_processing(ctx, project):

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from .dataset import DATASET_BACKGROUNDS
 from .judge import Verdict, judge
 from .pretrain import HELD_OUT
-from .world import SIZES, Scene
+from .world import CONCEPT_BACKGROUNDS, SIZES, Scene
 
-# The demo dataset's backgrounds and size (demo/dataset.py); the probes ask for the others.
-DATASET_BACKGROUNDS = ("blue", "black")
-DATASET_SIZE = "large"
-PROBE_BACKGROUNDS = ("green", "yellow")
+PROBE_BACKGROUNDS = tuple(b for b in CONCEPT_BACKGROUNDS if b not in DATASET_BACKGROUNDS)  # green, yellow
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,59 @@ class Rates:
     verdicts: tuple[Verdict, ...]
 
 
+def tally(judged: Sequence[tuple[Verdict, Probe]]) -> Rates:
+    n = len(judged)
+    return Rates(n, sum(passed(v, p) for v, p in judged) / n, sum(v.concept for v, _ in judged) / n, tuple(v for v, _ in judged))
+
+
 def rates(render: Callable[[str, int], Image.Image], probes: Sequence[Probe]) -> Rates:
-    verdicts = tuple(judge(render(p.prompt, p.seed)) for p in probes)
-    n = len(probes)
-    return Rates(n, sum(passed(v, p) for v, p in zip(verdicts, probes)) / n, sum(v.concept for v in verdicts) / n, verdicts)
+    return tally([(judge(render(p.prompt, p.seed)), p) for p in probes])
+
+
+# ---- the demo LoRA through the Compare grid ---------------------------------------------------
+
+
+def render_fn(host, **params) -> Callable[[str, int], Image.Image]:
+    """`render(prompt, seed)` through a host's txt2img (its defaults for the model, then `params`)."""
+    base = host.default_generation().replace(**params)
+
+    def render(prompt: str, seed: int) -> Image.Image:
+        return host.generate(base.replace(prompt=prompt, seed=seed))[0]
+
+    return render
+
+
+def grid_rates(host, lora_dir, stem: str, probes: Sequence[Probe], weights: Sequence[float] = (0.0, 0.5, 1.0),
+               epochs: str = "all", out_dir=None, **params) -> dict[tuple[str, str], Rates]:
+    """The probes asked through Compare grids of the run `stem` (one grid per prompt: rows =
+    epochs x seeds, columns = no LoRA + `weights`). Returns {(epoch label, weight label): Rates},
+    the no-LoRA column under ("none", "none"). Grids are written to `out_dir` (default: a temp dir)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..compare.plan import GridSettings, make_plan
+    from ..compare.render import render_grid
+
+    by_prompt: dict[str, list[Probe]] = {}
+    for p in probes:
+        by_prompt.setdefault(p.prompt, []).append(p)
+    found: dict[tuple[str, str], list[tuple[Verdict, Probe]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(out_dir or tmp)
+        for i, (prompt, group) in enumerate(by_prompt.items()):
+            probe_of = {p.seed: p for p in group}
+            settings = GridSettings(epochs=epochs, weights=tuple(weights), prompt=prompt, seeds=tuple(probe_of),
+                                    no_lora_column=True, **params)
+            plan = make_plan(lora_dir, settings, host.default_generation(), stem=stem)
+            result = render_grid(host, plan, folder / f"probe-grid-{i}.png")
+            none_seen = set()  # the no-LoRA picture repeats on every epoch's row: count it once
+            for cell, image in result.cells:
+                if cell.weight is None:
+                    if cell.seed in none_seen:
+                        continue
+                    none_seen.add(cell.seed)
+                    key = ("none", "none")
+                else:
+                    key = (cell.epoch.label, f"{cell.weight:g}")
+                found.setdefault(key, []).append((judge(image), probe_of[cell.seed]))
+    return {k: tally(v) for k, v in found.items()}

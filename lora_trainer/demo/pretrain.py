@@ -17,9 +17,14 @@ the tests can ask the base model for pictures it has never seen described. Deter
 seed on a given machine; prints its learning curves. CI never runs this: the finished files
 are to ship in `lora_trainer/demo/models/` with their sha256.
 
-Status: work in progress. The pipeline runs end to end (a smoke run writes a checkpoint that
-load_bundle reads), but no micro model has been pretrained to the issue's thresholds yet, and at
-the learnable widths (see micro_configs) the files are 10-15 MB, over the 5 MB asked for.
+Status: work in progress; no micro model ships yet (demo/shipped.py). The UNet learns (min-SNR
+loss 1.10 -> 0.028 over 3000 steps, 23 min on 2 cores), but the VAE does not yet reconstruct the
+world: after the first full run (38 min) its 64-px reconstructions had MSE 0.078 and the judge
+read 20% of them right; every flat green, black or blue region came back the same teal, so the
+base model drew 12.5% of the held-out prompts right. Its 16-px random crops were mostly
+background: figure_crop now centres crops on the figure (shapes come back after 400 steps), and
+the pooled-colour loss pushes the flat colours; what remains is the absolute colour of flat
+regions through GroupNorm(32) at 64 channels (see micro_configs).
 """
 
 from __future__ import annotations
@@ -42,8 +47,7 @@ from ..models.unet import SDXL_SIZE_EMBED_DIM, UNet, UNetConfig
 from ..models.vae import AutoencoderKL, VAEConfig
 from ..train.noise import NoiseOptions, loss_weights, noise_batch, training_loss
 from . import world
-
-MODELS_DIR = Path(__file__).parent / "models"
+from .shipped import MARKER_KEY, MODELS_DIR
 
 # The held-out triples: each colour, shape and background still appears in other captions.
 HELD_OUT: frozenset[tuple[str, str, str]] = frozenset({
@@ -62,7 +66,7 @@ HELD_OUT: frozenset[tuple[str, str, str]] = frozenset({
 # steps. So every such norm sees 64 channels (groups of two). SDXL's UNet also needs 64-channel
 # heads (what loaders assume for linear-projection transformers). The text towers' token tables
 # (49,408 x width) would dominate, so the towers are narrow; heads narrower than 64 are what
-# checkpoint._clip_heads assumes (4). Sizes in fp16: SD1.5 10.1 MB, SDXL 14.5 MB.
+# checkpoint._clip_heads assumes (4). Sizes in fp16: SD1.5 10.1 MB, SDXL 9.6 MB.
 
 
 def micro_configs(arch: str) -> tuple[UNetConfig, VAEConfig, tuple[ClipTextConfig, ...]]:
@@ -74,7 +78,7 @@ def micro_configs(arch: str) -> tuple[UNetConfig, VAEConfig, tuple[ClipTextConfi
     te1 = ClipTextConfig(width=8, layers=3, heads=4, mlp_width=32)
     te2 = ClipTextConfig(width=8, layers=3, heads=4, mlp_width=32, hidden_act="gelu", projection_dim=8)
     unet = UNetConfig(
-        model_channels=64, channel_mult=(1, 1, 2), num_res_blocks=1, transformer_depth=(0, 1, 1),
+        model_channels=64, channel_mult=(1, 1, 1), num_res_blocks=1, transformer_depth=(0, 1, 1),
         transformer_depth_middle=1, num_heads=None, num_head_channels=64, context_dim=16,
         adm_in_channels=8 + SDXL_SIZE_EMBED_DIM, use_linear_in_transformer=True,
     )
@@ -85,16 +89,17 @@ def micro_configs(arch: str) -> tuple[UNetConfig, VAEConfig, tuple[ClipTextConfi
 class PretrainConfig:
     arch: str = "sd15"
     seed: int = 0
-    image_size: int = 64  # 8 x 8 latents
+    image_size: int = world.NATIVE_SIZE
     # 1. VAE: (steps, crop px) phases; small crops first (16 px is 16x cheaper than 64)
     vae_phases: tuple[tuple[int, int], ...] = ((1500, 16), (300, 32), (100, 64))
     vae_batch: int = 16
     vae_lr: float = 2e-3
+    vae_colour_weight: float = 4.0  # MSE of 8x8-pooled colours: flat colour is what GroupNorm makes hard to carry
     latent_std: float = 0.01  # posterior std of the scaled latents: near-deterministic, as SD's VAE
     # 2. the pool of encoded pictures
     pool: int = 6144
     # 3. UNet + text encoders
-    steps: int = 4000
+    steps: int = 3000
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 200
@@ -115,7 +120,8 @@ def to_tensor(images) -> torch.Tensor:
 
 
 def codec_picture(rng: random.Random, size: int):
-    """A picture for the VAE: a world scene, half the time with a second figure drawn over it."""
+    """A picture for the VAE and its figure's centre (pixels): a world scene, half the time with a
+    second figure drawn over it."""
     from PIL import ImageDraw
 
     scene = world.scene_of_seed(rng.randrange(2**31))
@@ -126,7 +132,19 @@ def codec_picture(rng: random.Random, size: int):
         shape = rng.choice(world.SHAPES + (world.CONCEPT,))
         world.draw_figure(ImageDraw.Draw(big), shape, world.COLOURS[other.colour], other.cx * size * 4, other.cy * size * 4, other.r * size * 4)
         img = big.resize((size, size), resample=3)  # LANCZOS
-    return img
+    return img, (scene.cx * size, scene.cy * size)
+
+
+def figure_crop(x: torch.Tensor, centre: tuple[float, float], crop: int, rng: random.Random) -> torch.Tensor:
+    """A `crop`-pixel square of the (3, H, W) picture `x` on the 8-px latent grid, around the
+    figure (a random crop of flat shapes is mostly background, and teaches only backgrounds)."""
+    side = x.shape[-1]
+
+    def start(c: float) -> int:
+        return max(0, min(side - crop, int(round((c - crop / 2 + rng.uniform(-crop / 4, crop / 4)) / 8)) * 8))
+
+    i, j = start(centre[1]), start(centre[0])
+    return x[:, i:i + crop, j:j + crop]
 
 
 def caption_of(scene: world.Scene, rng: random.Random, tag_dropout: float) -> str:
@@ -150,12 +168,12 @@ def train_vae(vae: AutoencoderKL, cfg: PretrainConfig, log) -> None:
         for _ in range(n):
             for g in opt.param_groups:
                 g["lr"] = cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            x = to_tensor([codec_picture(rng, cfg.image_size) for _ in range(cfg.vae_batch)])
-            if crop < cfg.image_size:  # one random crop on the latent grid, the same for the batch
-                i, j = (rng.randrange(0, cfg.image_size - crop + 1, 8) for _ in range(2))
-                x = x[:, :, i:i + crop, j:j + crop]
+            pictures = [codec_picture(rng, cfg.image_size) for _ in range(cfg.vae_batch)]
+            x = to_tensor([p for p, _ in pictures])
+            if crop < cfg.image_size:
+                x = torch.stack([figure_crop(xi, c, crop, rng) for xi, (_, c) in zip(x, pictures)])
             rec = vae.decode(vae.encode(x).mean)
-            loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+            loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + cfg.vae_colour_weight * F.mse_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -262,6 +280,18 @@ def vae_tensors_of(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in load_bundle(checkpoint).vae.state_dict().items()}
 
 
+def micro_metadata(cfg: PretrainConfig) -> dict[str, str]:
+    """The header of a micro checkpoint: its size (native_size reads it, so Compare and generate
+    default to 64 px) and what made it."""
+    from ..models.checkpoint import RESOLUTION_KEY
+
+    return {
+        "format": "pt",
+        RESOLUTION_KEY: f"{cfg.image_size}x{cfg.image_size}",
+        MARKER_KEY: f"micro {cfg.arch} of the tiny world, seed {cfg.seed}, {cfg.steps} steps",
+    }
+
+
 def pretrain(cfg: PretrainConfig, out: Path, log=print, vae_from: dict[str, torch.Tensor] | None = None) -> Path:
     """Steps 1-4 of the module docstring; `vae_from` (VAE tensors) replaces step 1."""
     from ..fileio import atomic_path
@@ -298,7 +328,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print, vae_from: dict[str, torc
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        save_file(sd, str(tmp), metadata={"format": "pt", "lora_studio_demo": f"micro {cfg.arch} of the tiny world, seed {cfg.seed}"})
+        save_file(sd, str(tmp), metadata=micro_metadata(cfg))
     return out
 
 
@@ -321,9 +351,9 @@ def main(argv=None) -> int:
     out = Path(a.out) if a.out else MODELS_DIR / f"micro-{a.arch}.safetensors"
     vae = vae_tensors_of(a.vae_from) if a.vae_from else None
     pretrain(cfg, out, log=lambda s: print(s, flush=True), vae_from=vae)
-    import hashlib
+    from .shipped import sha256_of
 
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = sha256_of(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) sha256 {digest}")
     return 0
 

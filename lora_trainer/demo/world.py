@@ -39,6 +39,7 @@ SIZES = {"small": (0.16, 0.19), "large": (0.28, 0.33)}  # half-extent as a fract
 CONCEPT = "two-tone disc"  # what the demo LoRA learns: red top half, white bottom half
 CONCEPT_COLOURS = ("red", "white")  # (top, bottom)
 CONCEPT_BACKGROUNDS = ("blue", "green", "yellow", "black")  # the ones it stands out on
+NATIVE_SIZE = 64  # pixels: the size the micro models learn the world at (8 x 8 latents)
 
 
 @dataclass(frozen=True)
