@@ -14,7 +14,6 @@ from lora_trainer.compare.plan import (
     GridSettings,
     compare_after_training,
     dataset_prompt_tags,
-    find_epoch_files,
     make_plan,
     parse_weights,
     prompt_template,
@@ -22,6 +21,7 @@ from lora_trainer.compare.plan import (
 )
 from lora_trainer.errors import StudioError
 from lora_trainer.host.base import GenerationRequest, default_generation
+from lora_trainer.network.epochs import find_epoch_files
 
 SD15 = default_generation("sd15")
 

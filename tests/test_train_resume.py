@@ -112,7 +112,8 @@ def test_state_round_trip_keeps_rng_and_refuses_foreign_files(tmp_path):
 
 
 def test_epoch_names_and_pruning_rules():
-    from lora_trainer.train.state import epoch_stem, files_to_prune
+    from lora_trainer.network.epochs import epoch_stem
+    from lora_trainer.train.state import files_to_prune
 
     assert epoch_stem("alice", 3) == "alice-03" and epoch_stem("alice", 3, 120) == "alice-003"
     files = {n: Path(f"x-{n:02d}.safetensors") for n in range(1, 6)}

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from ..errors import StudioError
 from ..host.base import GenerationRequest, parse_lora_tags
+from ..network.epochs import EpochFile, find_epoch_files, split_epoch_stem
 from . import xyz
 
-LORA_SUFFIX = ".safetensors"
 DEFAULT_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the issue's default: where a LoRA usually starts to show
 DEFAULT_SEEDS = (1,)  # fixed, so grids made after each epoch are comparable with each other
 MAX_COMMON_TAGS = 8  # default prompt: the activation tags plus this many of the most common tags
@@ -37,63 +37,7 @@ MIN_TAG_SHARE = 0.25  # ... each in at least this share of the images (rarer one
 NO_LORA_LABEL = "no LoRA"
 PLAN_VERSION = 1
 
-_EPOCH_RE = re.compile(r"^(?P<stem>.+)-(?P<n>\d+)$")
-
-
 # ---- 1. the files of a run ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EpochFile:
-    """One LoRA file of a run: an epoch, or the final file (epoch None)."""
-
-    stem: str  # file stem = the name in `<lora:stem:w>`
-    epoch: int | None
-    path: Path
-
-    @property
-    def label(self) -> str:
-        return self.stem if self.epoch is not None else f"{self.stem} (final)"
-
-
-def run_stems(lora_dir: Path) -> list[str]:
-    """The run names in a folder: stems X of `X-NN.safetensors` files."""
-    stems = {m["stem"] for p in lora_dir.glob("*" + LORA_SUFFIX) if (m := _EPOCH_RE.match(p.stem))}
-    return sorted(stems)
-
-
-def find_epoch_files(lora_dir: str | Path, stem: str | None = None) -> list[EpochFile]:
-    """The epoch files of run `stem` in `lora_dir`, by epoch, then the final file if present.
-
-    `stem` None: the folder must hold one run (one X of `X-NN.safetensors`), else it must be named.
-    """
-    lora_dir = Path(lora_dir)
-    if not lora_dir.is_dir():
-        raise StudioError(f"The LoRA folder {lora_dir} does not exist.", "Train the project first, or pick the folder that holds its LoRA files.")
-    if stem is None:
-        stems = run_stems(lora_dir)
-        if len(stems) != 1:
-            finals = sorted(p.stem for p in lora_dir.glob("*" + LORA_SUFFIX))
-            if not stems and len(finals) == 1:
-                stem = finals[0]
-            elif not stems:
-                raise StudioError(f"{lora_dir} holds no LoRA epoch files (NAME-01.safetensors, ...).", "Train the project first, or pick another folder.")
-            else:
-                raise StudioError(f"{lora_dir} holds the files of several runs: {', '.join(stems)}.", "Say which one (the file name without -NN.safetensors).")
-        else:
-            stem = stems[0]
-    files = []
-    for p in lora_dir.glob("*" + LORA_SUFFIX):
-        m = _EPOCH_RE.match(p.stem)
-        if m and m["stem"] == stem:
-            files.append(EpochFile(p.stem, int(m["n"]), p))
-    files.sort(key=lambda f: f.epoch)
-    final = lora_dir / (stem + LORA_SUFFIX)
-    if final.is_file():
-        files.append(EpochFile(stem, None, final))
-    if not files:
-        raise StudioError(f"{lora_dir} holds no LoRA files of {stem!r} ({stem}-01{LORA_SUFFIX}, ...).", "Check the name, or train the project first.")
-    return files
 
 
 def select_epochs(files: Sequence[EpochFile], spec: str | Sequence[int | str] = "all") -> list[EpochFile]:
@@ -467,7 +411,7 @@ def make_plan(
     lora_dir = Path(lora_dir)
     files = find_epoch_files(lora_dir, stem)
     if stem is None:  # the final file's stem is the run's; an epoch file's is it plus -NN
-        stem = files[-1].stem if files[-1].epoch is None else _EPOCH_RE.match(files[0].stem)["stem"]
+        stem = files[-1].stem if files[-1].epoch is None else split_epoch_stem(files[0].stem)[0]
     epochs = select_epochs(files, settings.epochs)
     weights = parse_weights(list(settings.weights))
     seeds = [int(s) for s in settings.seeds] or list(DEFAULT_SEEDS)

@@ -292,6 +292,7 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
     from ..errors import Cancelled
     from ..models.conditioning import SD15TextConditioner, SDXLTextConditioner
     from ..models.schedule import NoiseSchedule
+    from ..network.epochs import epoch_file, saved_epochs
     from ..network.io import load_weights
     from ..network.network import create_network
     from . import distributed as D
@@ -300,12 +301,10 @@ def _train(project, config: TrainConfig, host, bundle, dataset, stem: str, out_d
     from .logs import LossLog, log_path
     from .state import (
         TrainState,
-        epoch_file,
         files_to_prune,
         resume_mismatches,
         rng_states,
         save_state,
-        saved_epochs,
         saved_states,
         set_rng_states,
         state_file,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import torch
 
 from ..errors import StudioError
 from ..fileio import atomic_path
+from ..network.epochs import epoch_stem, own_epoch_of
 
 STATE_VERSION = 1
 STATE_DIR = Path(".cache") / "state"
@@ -49,35 +49,8 @@ RESUME_LOCKED = (
 )
 
 
-def epoch_stem(stem: str, epoch: int, total_epochs: int = 0) -> str:
-    """`alice`, 3 -> `alice-03` (three digits when the run has 100 epochs or more)."""
-    digits = 3 if max(epoch, total_epochs) >= 100 else 2
-    return f"{stem}-{epoch:0{digits}d}"
-
-
-def epoch_file(output_dir: str | Path, stem: str, epoch: int, total_epochs: int = 0) -> Path:
-    return Path(output_dir) / f"{epoch_stem(stem, epoch, total_epochs)}.safetensors"
-
-
 def state_file(project_dir: str | Path, stem: str, epoch: int, total_epochs: int = 0) -> Path:
     return Path(project_dir) / STATE_DIR / f"{epoch_stem(stem, epoch, total_epochs)}-state.pt"
-
-
-def _epoch_of(name: str, stem: str, suffix: str) -> int | None:
-    m = re.fullmatch(re.escape(stem) + r"-(\d{2,3})" + re.escape(suffix), name)
-    return int(m.group(1)) if m else None
-
-
-def saved_epochs(output_dir: str | Path, stem: str) -> dict[int, Path]:
-    """{epoch: file} of the `<stem>-NN.safetensors` files in `output_dir`."""
-    d = Path(output_dir)
-    out = {}
-    if d.is_dir():
-        for p in d.iterdir():
-            n = _epoch_of(p.name, stem, ".safetensors")
-            if n is not None:
-                out[n] = p
-    return dict(sorted(out.items()))
 
 
 def saved_states(project_dir: str | Path, stem: str) -> dict[int, Path]:
@@ -86,7 +59,7 @@ def saved_states(project_dir: str | Path, stem: str) -> dict[int, Path]:
     out = {}
     if d.is_dir():
         for p in d.iterdir():
-            n = _epoch_of(p.name, stem, "-state.pt")
+            n = own_epoch_of(p.name, stem, "-state.pt")
             if n is not None:
                 out[n] = p
     return dict(sorted(out.items()))

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from ...compare.plan import find_epoch_files, make_plan
+from ...compare.plan import make_plan
 from ...errors import StudioError
 from ...host.base import default_generation
 from ...jobs import Job, JobStatus
+from ...network.epochs import find_epoch_files
 from ..compat import QUIET, on, update
 from ..context import SEND_TO_TXT2IMG_KEY, StudioContext
 from ..dataset.common import error_message, guarded, message, project_of

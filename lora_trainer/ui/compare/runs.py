@@ -15,11 +15,11 @@ from ...compare.plan import (
     GridPlan,
     GridSettings,
     compare_after_training,
-    find_epoch_files,
     make_plan,
 )
 from ...errors import StudioError
 from ...host.base import GenerationRequest, Host, checkpoint_defaults, default_generation
+from ...network.epochs import find_epoch_files
 from ...progress import ProgressEvent
 from ...project import Project, open_project
 from ..context import StudioContext

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ...errors import StudioError
+from ...network.epochs import saved_epochs
 from ...train import presets
-from ...train.state import saved_epochs
 from ..compat import QUIET, on, update
 from ..context import StudioContext
 from . import session, view
